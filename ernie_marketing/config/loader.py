@@ -1,0 +1,225 @@
+"""Load YAML into the typed config, apply `-o` overrides and save it back."""
+
+import dataclasses
+import os
+import typing
+
+import yaml
+
+from ..errors import ConfigError
+from .schema import Config
+
+_MISSING = dataclasses.MISSING
+
+
+def load_config(path, overrides=()):
+    """Read a YAML config file, apply `section.key=value` overrides, validate."""
+    raw = _read_yaml(path)
+    for item in overrides:
+        _apply_override(raw, item)
+    config = build_config(raw)
+    _resolve_paths(config, os.path.dirname(os.path.abspath(path)))
+    return config
+
+
+def build_config(raw):
+    """Check a plain mapping against the schema and return a validated Config."""
+    config = _build(Config, raw, "")
+    config.validate()
+    return config
+
+
+def config_to_dict(config):
+    return dataclasses.asdict(config)
+
+
+def save_config(config, path):
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(config), f, allow_unicode=True,
+                       sort_keys=False)
+
+
+def _read_yaml(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        line = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            line = f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise ConfigError(f"{path} is not valid YAML{line}: "
+                          f"{getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must contain a mapping of sections "
+                          f"(data, tasks, ...), got {type(raw).__name__}")
+    return raw
+
+
+def _apply_override(raw, item):
+    """Set `a.b.c=value` in the raw mapping; the value is parsed as YAML.
+
+    A list item is addressed by index (`tasks.0.weight`) or by its `name`
+    (`tasks.sentiment.weight`).
+    """
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is invalid: expected "
+                          "section.key=value, e.g. train.max_steps=60")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {item!r}: the value {text!r} is not a "
+                          "YAML scalar; quote it") from None
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: depth + 1]))
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = value
+    else:
+        node[last] = value
+
+
+def _child(node, part, dotted):
+    if isinstance(node, list):
+        return node[_list_index(node, part, dotted)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override path {dotted} is invalid: "
+                          f"{type(node).__name__} has no keys")
+    if node.get(part) is None:
+        node[part] = {}
+    return node[part]
+
+
+def _list_index(items, part, dotted):
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    names = [item.get("name") for item in items if isinstance(item, dict)]
+    raise ConfigError(f"override path {dotted} is invalid: no item {part!r}; "
+                      f"use an index 0-{len(items) - 1} or a name from {names}")
+
+
+def _build(cls, raw, path):
+    """Create dataclass `cls` from a mapping, checking keys and types."""
+    where = path or "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}={raw!r} is invalid: expected a mapping "
+                          f"with keys {_field_names(cls)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{_join(path, key)} is not a known key; "
+                              f"allowed keys in {where}: {_field_names(cls)}")
+    values = {}
+    for name, fld in known.items():
+        dotted = _join(path, name)
+        if name not in raw:
+            required = (fld.default is _MISSING
+                        and fld.default_factory is _MISSING)
+            if required:
+                raise ConfigError(f"{dotted} is missing: it is required "
+                                  f"({_describe(hints[name])})")
+            continue
+        values[name] = _convert(hints[name], raw[name], dotted)
+    return cls(**values)
+
+
+def _convert(hint, value, path):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, path)
+            except ConfigError:
+                pass
+        _type_error(hint, value, path)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{path}={value!r} is invalid: allowed values "
+                              f"are {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, typing.List):
+        if not isinstance(value, list):
+            _type_error(hint, value, path)
+        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return _scalar(hint, value, path)
+
+
+def _scalar(hint, value, path):
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    _type_error(hint, value, path)
+
+
+def _type_error(hint, value, path):
+    raise ConfigError(f"{path}={value!r} has the wrong type "
+                      f"({type(value).__name__}): expected {_describe(hint)}")
+
+
+def _describe(hint):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return f"a mapping with keys {_field_names(hint)}"
+    if origin is typing.Union:
+        parts = [_describe(a) for a in args if a is not type(None)]
+        text = " or ".join(parts)
+        return text + " or null" if type(None) in args else text
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (list, typing.List):
+        return f"a list of {_describe(args[0])}"
+    names = {bool: "true or false", int: "an integer", float: "a number",
+             str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _field_names(cls):
+    return ", ".join(f.name for f in dataclasses.fields(cls))
+
+
+def _join(path, key):
+    return f"{path}.{key}" if path else str(key)
+
+
+def _resolve_paths(config, base_dir):
+    """Resolve relative data paths against the config file's folder first.
+
+    A path that exists relative to the working directory is kept, so both
+    `configs/x.yaml` with `../shared/...` paths run from the repository root
+    and paths written relative to the config file work.
+    """
+    data = config.data
+    for name in ("train_path", "valid_path", "test_path"):
+        value = getattr(data, name)
+        if value and not os.path.isabs(value) and not os.path.exists(value):
+            candidate = os.path.join(base_dir, value)
+            if os.path.exists(candidate):
+                setattr(data, name, os.path.normpath(candidate))

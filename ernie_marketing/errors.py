@@ -1,0 +1,13 @@
+"""Exceptions for bad user input, reported as one line by the entry points."""
+
+
+class UserError(ValueError):
+    """An input, config or file that the user must fix; the message says how."""
+
+
+class ConfigError(UserError):
+    """A config value that is unknown, of the wrong type, missing or impossible."""
+
+
+class DataError(UserError):
+    """A data file or column that cannot be used as configured."""

@@ -1,0 +1,134 @@
+"""The multi-task model: one shared ERNIE encoder and one head per task."""
+
+import logging
+import os
+
+import paddle
+import paddle.nn as nn
+
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def num_outputs(task_type, num_labels):
+    """Return the logits a head produces: one for binary, one per class otherwise."""
+    return 1 if task_type == "binary" else num_labels
+
+
+class TaskHead(nn.Layer):
+    """Dropout, an optional hidden layer, then a linear layer to the logits."""
+
+    def __init__(self, input_size, output_size, hidden_size=0, dropout=0.1):
+        super().__init__()
+        layers = [nn.Dropout(dropout)]
+        if hidden_size > 0:
+            layers += [nn.Linear(input_size, hidden_size), nn.GELU(),
+                       nn.Dropout(dropout)]
+            input_size = hidden_size
+        layers.append(nn.Linear(input_size, output_size))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features):
+        return self.layers(features)
+
+
+class MultiTaskErnie(nn.Layer):
+    """A shared `ErnieModel` whose pooled text representation feeds every head.
+
+    `forward` returns one logits tensor per task, in `task_names` order, so
+    the layer traces to a static graph with plain tensor outputs.
+    """
+
+    def __init__(self, encoder, task_specs, pooling="cls"):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.task_names = [spec["name"] for spec in task_specs]
+        self.pad_token_id = encoder.config.pad_token_id
+        hidden = encoder.config.hidden_size
+        self.heads = nn.LayerDict({
+            spec["name"]: TaskHead(hidden, spec["num_outputs"],
+                                   spec.get("hidden_size", 0),
+                                   spec.get("dropout", 0.1))
+            for spec in task_specs
+        })
+
+    def forward(self, input_ids, token_type_ids=None):
+        attention_mask = (input_ids != self.pad_token_id).astype("float32")
+        # ErnieModel wants an additive mask broadcast over heads and queries.
+        additive_mask = ((1.0 - attention_mask) * -1e4).unsqueeze([1, 2])
+        sequence_output, pooled_output = self.encoder(
+            input_ids, token_type_ids=token_type_ids,
+            attention_mask=additive_mask, return_dict=False)[:2]
+        if self.pooling == "mean":
+            weights = attention_mask.unsqueeze(-1)
+            summed = (sequence_output * weights).sum(axis=1)
+            features = summed / weights.sum(axis=1).clip(min=1.0)
+        else:
+            features = pooled_output
+        return tuple(self.heads[name](features) for name in self.task_names)
+
+    def save_heads(self, path):
+        paddle.save(self.heads.state_dict(), path)
+
+
+def build_encoder(model_config, vocab_size, max_length):
+    """Return an `ErnieModel`: pretrained by name or directory, or new."""
+    from paddlenlp.transformers import ErnieConfig, ErnieModel
+
+    if model_config.name_or_path:
+        source = model_config.name_or_path
+        try:
+            encoder = ErnieModel.from_pretrained(source)
+        except Exception as exc:  # PaddleNLP raises several types here
+            raise ConfigError(
+                f"cannot load ERNIE weights from model.name_or_path={source!r}: "
+                f"{type(exc).__name__}: {_first_line(exc)}; give a PaddleNLP "
+                "model name (needs internet on first use) or a directory with "
+                "config.json and model_state.pdparams") from None
+        logger.info("loaded pretrained encoder %s", source)
+    else:
+        arch = model_config.encoder
+        config = ErnieConfig(
+            vocab_size=vocab_size,
+            hidden_size=arch.hidden_size,
+            num_hidden_layers=arch.num_hidden_layers,
+            num_attention_heads=arch.num_attention_heads,
+            intermediate_size=arch.intermediate_size,
+            hidden_act=arch.hidden_act,
+            hidden_dropout_prob=arch.hidden_dropout_prob,
+            attention_probs_dropout_prob=arch.attention_probs_dropout_prob,
+            max_position_embeddings=arch.max_position_embeddings,
+            type_vocab_size=arch.type_vocab_size,
+            pad_token_id=0,
+        )
+        encoder = ErnieModel(config)
+        logger.info("built a new encoder: %d layers, hidden size %d, vocabulary "
+                    "%d", arch.num_hidden_layers, arch.hidden_size, vocab_size)
+    _check_sizes(encoder.config, vocab_size, max_length)
+    return encoder
+
+
+def load_encoder(directory):
+    from paddlenlp.transformers import ErnieModel
+
+    if not os.path.isdir(directory):
+        raise ConfigError(f"encoder directory not found: {directory}")
+    return ErnieModel.from_pretrained(directory)
+
+
+def _check_sizes(config, vocab_size, max_length):
+    if vocab_size > config.vocab_size:
+        raise ConfigError(f"the tokenizer has {vocab_size} ids but the encoder's "
+                          f"vocab_size is {config.vocab_size}; use the "
+                          "tokenizer that belongs to the model")
+    if max_length > config.max_position_embeddings:
+        raise ConfigError(f"tokenizer.max_length={max_length} exceeds the "
+                          "encoder's max_position_embeddings="
+                          f"{config.max_position_embeddings}; lower it")
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
