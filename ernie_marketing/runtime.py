@@ -82,6 +82,10 @@ def setup_logging(log_file=None, level=logging.INFO):
 
 def _quiet_paddlenlp():
     """Drop PaddleNLP's per-file "saved in ..." lines; warnings still show."""
+    # Paddle sets the root logger to INFO, so `datasets` (imported by
+    # PaddleNLP) would print "PyTorch version ... available" when torch is
+    # installed, before it sets its own logger to WARNING.
+    logging.getLogger("datasets").setLevel(logging.WARNING)
     try:
         from paddlenlp.utils.log import logger as paddlenlp_logger
     except ImportError:

@@ -120,7 +120,7 @@ def build_vocab(texts, out_path, min_freq=1, max_size=20000, lower=True):
     continuation piece (`##c`) so that rarer words split into characters
     instead of becoming [UNK].
     """
-    from paddlenlp.transformers.tokenizer_utils import BasicTokenizer
+    from paddlenlp.transformers import BasicTokenizer
 
     basic = BasicTokenizer(do_lower_case=lower)
     words = collections.Counter()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import typing
 
 import yaml
@@ -10,6 +11,21 @@ from ..errors import ConfigError
 from .schema import Config
 
 _MISSING = dataclasses.MISSING
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """A SafeLoader that also reads `5e-5` as a float.
+
+    PyYAML follows YAML 1.1, where a float needs a dot, so it reads `5e-5`
+    as the string "5e-5"; YAML 1.2 and Python read it as a number.
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def load_config(path, overrides=()):
@@ -44,7 +60,7 @@ def _read_yaml(path):
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            raw = yaml.load(f, Loader=_YamlLoader)
     except yaml.YAMLError as exc:
         line = ""
         mark = getattr(exc, "problem_mark", None)
@@ -69,7 +85,7 @@ def _apply_override(raw, item):
         raise ConfigError(f"override {item!r} is invalid: expected "
                           "section.key=value, e.g. train.max_steps=60")
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_YamlLoader)
     except yaml.YAMLError:
         raise ConfigError(f"override {item!r}: the value {text!r} is not a "
                           "YAML scalar; quote it") from None

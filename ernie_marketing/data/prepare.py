@@ -97,10 +97,13 @@ def clean_frame(frame, config, path, stats, split_name):
     if data.id_column is not None and data.id_column not in frame.columns:
         raise DataError(f"data.id_column={data.id_column!r} not found in {path}; "
                         f"the file has columns {list(frame.columns)}")
+    # Texts are built before the internal columns exist, so an error lists
+    # only the file's own columns.
+    texts, marks = build_texts(frame, data)
     frame = frame.copy()
     frame["__row_id__"] = (frame[data.id_column] if data.id_column
                            else np.arange(len(frame)))
-    frame["__text__"], marks = build_texts(frame, data)
+    frame["__text__"] = texts
     counts = {"rows_read": len(frame), "invisible_marks_removed": marks}
 
     empty = frame["__text__"] == ""

@@ -79,13 +79,14 @@ def save_checkpoint(directory, model, tokenizer, config, schema, metrics):
         write_json(os.path.join(tmp, TASKS_FILE), schema)
         write_json(os.path.join(tmp, METRICS_FILE), metrics)
         save_config(config, os.path.join(tmp, CONFIG_FILE))
-        _replace_dir(tmp, directory)
+        replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _replace_dir(new, directory):
+def replace_dir(new, directory):
+    """Move directory `new` to `directory`, replacing an earlier one."""
     old = directory + _OLD_SUFFIX
     if os.path.exists(old):
         shutil.rmtree(old)
@@ -97,19 +98,25 @@ def _replace_dir(new, directory):
 
 def resolve_checkpoint(directory):
     """Return the readable checkpoint path, recovering from a crash mid-rename."""
-    if os.path.isfile(os.path.join(directory, TASKS_FILE)):
+    if _is_checkpoint(directory):
         return directory
     old = directory + _OLD_SUFFIX
-    if os.path.isfile(os.path.join(old, TASKS_FILE)):
+    if _is_checkpoint(old):
         logger.warning("using %s: a save was interrupted before it replaced "
                        "%s", old, directory)
         return old
     best = os.path.join(directory, "best")
-    if os.path.isfile(os.path.join(best, TASKS_FILE)):
+    if _is_checkpoint(best):
         return best
     raise ConfigError(f"no checkpoint found at {directory}: expected "
                       f"{TASKS_FILE}, {ENCODER_DIR}/ and {HEADS_FILE}; point "
                       "model.checkpoint at a run's best/ directory")
+
+
+def _is_checkpoint(directory):
+    # A run's output directory also contains a tasks.json, but no heads.
+    return (os.path.isfile(os.path.join(directory, TASKS_FILE))
+            and os.path.isfile(os.path.join(directory, HEADS_FILE)))
 
 
 def load_checkpoint(directory):

@@ -72,6 +72,7 @@ class Trainer:
             logger.info("%s: %d of %d texts truncated to %d tokens", name,
                         truncated, len(split), config.tokenizer.max_length)
         self.schema = task_schema(config, self.data.vocabs)
+        write_json(os.path.join(self.output_dir, "tasks.json"), self.schema)
         self.task_types = [t.type for t in config.tasks]
         self.task_weights = [t.weight for t in config.tasks]
 
@@ -279,7 +280,7 @@ def _prepare_output_dir(output):
     directory = os.path.abspath(output.dir)
     best = os.path.join(directory, BEST_DIR)
     if os.path.exists(best) and not output.overwrite:
-        raise ConfigError(f"output.dir={output.dir!r} already holds a checkpoint "
+        raise ConfigError(f"output.dir={output.dir!r} already contains a checkpoint "
                           f"({best}); choose another output.dir or set "
                           "output.overwrite=true to replace it")
     try:
