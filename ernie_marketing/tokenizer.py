@@ -67,8 +67,11 @@ def from_pretrained(source, work_dir):
 
 def read_vocab_layout(path):
     """Return "tab" for `token<TAB>id` files and "lines" for one token per line."""
-    with open(path, encoding="utf-8") as f:
-        head = [line.rstrip("\n") for _, line in zip(range(50), f)]
+    return _vocab_layout(_read_vocab_lines(path))
+
+
+def _vocab_layout(lines):
+    head = [line.rstrip("\n") for line in lines[:50]]
     with_id = [line for line in head if "\t" in line]
     if with_id and len(with_id) == len([h for h in head if h]):
         if all(line.rsplit("\t", 1)[1].strip().isdigit() for line in with_id):
@@ -80,23 +83,27 @@ def standard_vocab_file(path, work_dir):
     """Return a one-token-per-line vocabulary for `path`, converting if needed."""
     if not os.path.isfile(path):
         raise ConfigError(f"tokenizer.vocab_file not found: {path}")
-    if read_vocab_layout(path) == "lines":
+    lines = _read_vocab_lines(path)
+    if _vocab_layout(lines) == "lines":
+        # PaddleNLP strips only "\n", so a CRLF file fails this check too.
+        _check_specials(path, [line.rstrip("\n") for line in lines])
         return path
+
     tokens = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            token, _, token_id = line.rpartition("\t")
-            if not token_id.strip().isdigit() or not token:
-                raise DataError(f"{path} line {number}: {line!r} is not "
-                                "'token<TAB>id'")
-            token_id = int(token_id)
-            if token_id in tokens:
-                raise DataError(f"{path} line {number}: id {token_id} is used "
-                                "twice")
-            tokens[token_id] = token
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\n")
+        if not line:
+            continue
+        token, _, token_id = line.rpartition("\t")
+        if not token_id.strip().isdigit() or not token:
+            raise DataError(f"{path} line {number}: {line!r} is not "
+                            "'token<TAB>id'")
+        token_id = int(token_id)
+        if token_id in tokens:
+            raise DataError(f"{path} line {number}: id {token_id} is used "
+                            "twice")
+        tokens[token_id] = token
+
     expected = set(range(len(tokens)))
     if set(tokens) != expected:
         gaps = sorted(expected - set(tokens))[:10]
@@ -150,6 +157,21 @@ def build_vocab(texts, out_path, min_freq=1, max_size=20000, lower=True):
     logger.info("built a vocabulary of %d tokens from %d training texts: %s",
                 len(vocab), len(texts), out_path)
     return out_path
+
+
+def _read_vocab_lines(path):
+    """Return the lines of a vocabulary file, rejecting non-UTF-8 or empty ones."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError:
+        raise ConfigError(f"vocabulary file {path} is not UTF-8 text; give a "
+                          "UTF-8 vocab.txt with one token per line or "
+                          "token<TAB>id lines") from None
+    if not any(line.strip() for line in lines):
+        raise ConfigError(f"vocabulary file {path} is empty; give a vocab.txt "
+                          "with one token per line")
+    return lines
 
 
 def _check_specials(path, tokens):

@@ -131,6 +131,22 @@ def test_override_malformed(make_config, item):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("item", ["train.max_steps.x=3",
+                                  "data.text_columns.0.x=1"])
+def test_override_below_scalar(make_config, item):
+    path, _ = make_config()
+    with pytest.raises(ConfigError) as info:
+        load_config(path, [item])
+    assert f"override path {item.split('=')[0]} is invalid" in str(info.value)
+
+
+@pytest.mark.parametrize("item", [".=5", "train..max_steps=5", "train.=5"])
+def test_override_empty_key_part(make_config, item):
+    path, _ = make_config()
+    with pytest.raises(ConfigError, match="empty part"):
+        load_config(path, [item])
+
+
 def test_override_unknown_key(make_config):
     path, _ = make_config()
     with pytest.raises(ConfigError) as info:
@@ -230,6 +246,42 @@ def test_negative_learning_rate(raw):
     assert "-0.001" in message
     assert "> 0" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_float_not_finite(raw, value):
+    raw["train"]["learning_rate"] = value
+    assert "expected a finite number" in config_error(raw)
+
+
+@pytest.mark.parametrize("section, value", [
+    ("data", -1), ("train", -1), ("train", 2**32), ("data", 10**14),
+])
+def test_seed_out_of_range(raw, section, value):
+    raw[section]["seed"] = value
+    message = config_error(raw)
+    assert f"{section}.seed={value}" in message
+    assert "4294967295" in message
+
+
+def test_unknown_encoding(raw):
+    raw["data"]["encoding"] = "klingon"
+    assert "data.encoding='klingon' is invalid" in config_error(raw)
+
+
+def test_template_mapping_quote_hint(raw):
+    # `text_template: {review}` unquoted is a YAML mapping.
+    raw["data"]["text_columns"] = []
+    raw["data"]["text_template"] = {"review": None}
+    assert "quote the value" in config_error(raw)
+
+
+def test_boolean_label_quote_hint(raw):
+    # `positive_label: yes` unquoted is the boolean true.
+    raw["tasks"][1]["positive_label"] = True
+    message = config_error(raw)
+    assert "positive_label=True" in message
+    assert "quote the value" in message
 
 
 def test_split_not_summing_to_one(raw):
@@ -338,6 +390,57 @@ def test_config_file_not_found(tmp_path):
     assert "absent.yaml" in str(info.value)
 
 
+def test_config_not_utf8(make_config, tmp_path):
+    path, payload = make_config()
+    text = yaml.safe_dump(payload, allow_unicode=True)
+    gbk_path = tmp_path / "gbk.yaml"
+    gbk_path.write_bytes(text.replace("category", "类别").encode("gbk"))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(gbk_path))
+    assert "gbk.yaml is not UTF-8" in str(info.value)
+
+
+def test_config_binary_file(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x01garbage")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(str(path))
+
+
+def test_config_empty_file(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match="empty.yaml is empty"):
+        load_config(str(path))
+
+
+def test_config_path_directory(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(str(tmp_path))
+
+
+def test_config_repeated_key(make_config, tmp_path):
+    path, _ = make_config()
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    repeated = tmp_path / "twice.yaml"
+    repeated.write_text(text + "train:\n  max_steps: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(repeated))
+    message = str(info.value)
+    assert "key 'train'" in message
+    assert "repeats" in message
+
+
+def test_config_merge_key_allowed(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &b\n  x: 1\n  y: 2\nother:\n  <<: *b\n  y: 3\n",
+                    encoding="utf-8")
+    from ernie_marketing.config.loader import _read_yaml
+
+    assert _read_yaml(str(path))["other"] == {"x": 1, "y": 3}
+
+
 # Saving --------------------------------------------------------------------
 
 
@@ -396,3 +499,13 @@ def test_cli_missing_config(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: config file not found")
+
+
+def test_cli_not_utf8_config_one_line(tmp_path, capsys):
+    path = tmp_path / "gbk.yaml"
+    path.write_bytes("data:\n  train_path: 评论.csv\n".encode("gbk"))
+    code = main(["train", "-c", str(path)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")

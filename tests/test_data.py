@@ -1,5 +1,6 @@
 """Data: readers, text building, label vocabularies, splits and quirks."""
 
+import os
 import zipfile
 
 import numpy as np
@@ -7,6 +8,7 @@ import pandas as pd
 import pytest
 from conftest import (
     LONGEST_REVIEW_CHARS,
+    SHARED_DIR,
     SHOPPING_CATEGORIES,
     SHOPPING_ROWS,
     tiny_config,
@@ -24,6 +26,9 @@ from ernie_marketing.data.prepare import stratified_sample
 from ernie_marketing.errors import DataError
 
 INVISIBLE = "\ufeff\u200b\u200c\u200d\u2060"
+# Semicolon-separated bank marketing table; only its first rows are read.
+BANK_CSV = os.path.join(SHARED_DIR, "data", "bank_marketing",
+                        "bank-additional-full.csv")
 
 
 def make_config(train_path, tmp_path, **data):
@@ -110,6 +115,74 @@ def test_reader_zip_two_members(reviews, tmp_path):
         archive.writestr("b.csv", reviews.to_csv(index=False))
     with pytest.raises(DataError, match="exactly one data file"):
         read_table(str(path))
+
+
+def test_reader_zip_error_not_wrapped(reviews, tmp_path):
+    path = tmp_path / "two.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.csv", reviews.to_csv(index=False))
+        archive.writestr("b.csv", reviews.to_csv(index=False))
+    with pytest.raises(DataError) as info:
+        read_table(str(path))
+    assert not str(info.value).startswith("cannot parse")
+
+
+def test_reader_binary_named_csv(tmp_path):
+    path = tmp_path / "random.csv"
+    path.write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(DataError) as info:
+        read_table(str(path))
+    assert "looks like a binary file" in str(info.value)
+
+
+def test_reader_parquet_named_csv(reviews, tmp_path):
+    path = tmp_path / "r.parquet"
+    reviews.to_parquet(path, index=False)
+    with pytest.raises(DataError, match="data.format=parquet"):
+        read_table(str(path), format="csv")
+
+
+def test_reader_jsonl_broken_line(reviews, tmp_path):
+    lines = reviews.to_json(orient="records", lines=True,
+                            force_ascii=False).splitlines()
+    lines[6] = lines[6][:-5]
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_table(str(path))
+    assert "line 7 is not valid JSON" in str(info.value)
+
+
+def test_reader_json_array(reviews, tmp_path):
+    path = tmp_path / "array.json"
+    reviews.to_json(path, orient="records", force_ascii=False, indent=1)
+    with pytest.raises(DataError, match="is a JSON array"):
+        read_table(str(path))
+
+
+def test_reader_repeated_column_csv(reviews, tmp_path):
+    path = tmp_path / "spaced.csv"
+    reviews.assign(**{" label": reviews["label"]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"repeated column names \['label'\]"):
+        read_table(str(path))
+
+
+def test_reader_repeated_key_jsonl(reviews, tmp_path):
+    path = tmp_path / "spaced.jsonl"
+    frame = reviews.assign(**{"label ": reviews["label"]})
+    frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    with pytest.raises(DataError, match=r"repeated column names \['label'\]"):
+        read_table(str(path))
+
+
+def test_reader_csv_renamed_repeat_warns(reviews, tmp_path, caplog):
+    path = tmp_path / "twice.csv"
+    path.write_text(reviews.to_csv(index=False).replace(
+        "cat,label,review", "cat,label,label", 1), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="ernie_marketing"):
+        frame = read_table(str(path))
+    assert list(frame.columns) == ["cat", "label", "label.1"]
+    assert "label.1" in caplog.text
 
 
 def test_reader_bad_zip(tmp_path):
@@ -212,6 +285,59 @@ def test_text_template_invalid(reviews_csv, tmp_path):
                          text_template="{review")
     with pytest.raises(DataError, match="data.text_template"):
         prepare_data(config)
+
+
+def test_text_template_format_spec(reviews_csv, tmp_path):
+    config = make_config(reviews_csv, tmp_path, text_columns=[],
+                         text_template="{review:d}")
+    with pytest.raises(DataError) as info:
+        prepare_data(config)
+    assert "cannot format a row" in str(info.value)
+
+
+def test_text_template_without_field(reviews_csv, tmp_path):
+    config = make_config(reviews_csv, tmp_path, text_columns=[],
+                         text_template="same for all")
+    with pytest.raises(DataError, match="uses no column"):
+        prepare_data(config)
+
+
+def test_text_template_dotted_field(reviews_csv, tmp_path):
+    config = make_config(reviews_csv, tmp_path, text_columns=[],
+                         text_template="{emp.var.rate}")
+    with pytest.raises(DataError, match="use data.text_columns"):
+        prepare_data(config)
+
+
+def test_text_parquet_bytes_decoded(reviews, tmp_path):
+    frame = reviews.assign(review=reviews["review"].map(str.encode))
+    path = tmp_path / "bytes.parquet"
+    frame.to_parquet(path, index=False)
+    split = prepare_data(make_config(path, tmp_path, split=[1.0, 0, 0])
+                         ).splits["train"]
+    assert split.texts[row_of(split, 5)] == reviews["review"][5].strip()
+
+
+def test_text_bytes_wrong_encoding(reviews, tmp_path):
+    frame = reviews.assign(review=reviews["review"].map(
+        lambda t: t.encode("gbk", errors="replace")))
+    path = tmp_path / "gbk_bytes.parquet"
+    frame.to_parquet(path, index=False)
+    with pytest.raises(DataError, match="not valid utf-8"):
+        prepare_data(make_config(path, tmp_path))
+
+
+def test_separator_hint_real_bank_file(tmp_path):
+    bank = pd.read_csv(BANK_CSV, sep=";", nrows=50)
+    path = tmp_path / "bank.csv"
+    bank.to_csv(path, sep=";", index=False)
+    raw = tiny_config(path, tmp_path / "run")
+    raw["data"]["text_columns"] = ["job"]
+    raw["tasks"] = [{"name": "subscribed", "type": "binary",
+                     "label_column": "y"}]
+    with pytest.raises(DataError) as info:
+        prepare_data(build_config(raw))
+    assert "data.sep=';'" in str(info.value)
 
 
 def test_text_missing_column(reviews_csv, tmp_path):
@@ -366,6 +492,7 @@ def test_binary_three_values(tmp_path):
 @pytest.mark.parametrize("value, expected", [
     (1.0, "1"), (np.float64(0.0), "0"), (float("nan"), None), (None, None),
     (" 书籍 ", "书籍"), ("", None), (True, "true"), (2.5, "2.5"),
+    (b"1", "1"),
 ])
 def test_normalize_label(value, expected):
     assert normalize_label(value) == expected

@@ -128,6 +128,37 @@ def test_vocab_file_not_found(tmp_path):
         standard_vocab_file(str(tmp_path / "absent.txt"), str(tmp_path))
 
 
+def test_vocab_not_utf8(vocab_file, tmp_path):
+    path = tmp_path / "gbk_vocab.txt"
+    with open(vocab_file, encoding="utf-8") as f:
+        path.write_bytes(f.read().encode("gbk", errors="replace"))
+    with pytest.raises(ConfigError, match="gbk_vocab.txt is not UTF-8"):
+        standard_vocab_file(str(path), str(tmp_path / "work"))
+
+
+def test_vocab_empty(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="empty.txt is empty"):
+        standard_vocab_file(str(path), str(tmp_path / "work"))
+
+
+def test_lines_missing_specials(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("hello\nworld\n[UNK]\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        standard_vocab_file(str(path), str(tmp_path / "work"))
+    missing = "lacks the special tokens ['[PAD]', '[CLS]', '[SEP]', '[MASK]']"
+    assert missing in str(info.value)
+
+
+def test_vocab_error_through_config(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("hello\nworld\n", encoding="utf-8")
+    with pytest.raises(DataError, match="lacks the special tokens"):
+        tokenizer_for(tmp_path, vocab_file=str(path))
+
+
 def write_tab_vocab(path, rows):
     path.write_text("\n".join(f"{t}\t{i}" for t, i in rows), encoding="utf-8")
     return str(path)

@@ -4,6 +4,7 @@ Most tests share one tiny run on 300 real reviews (`trained_run`). A second
 run checks that a seed reproduces it, and a third trains with labels missing.
 """
 
+import dataclasses
 import glob
 import json
 import math
@@ -28,8 +29,9 @@ from ernie_marketing.engine.evaluate_checkpoint import (
     evaluate_checkpoint,
     max_difference,
 )
-from ernie_marketing.engine.trainer import Trainer, train
-from ernie_marketing.errors import ConfigError
+from ernie_marketing.engine.evaluation import NonFiniteOutputError, evaluate
+from ernie_marketing.engine.trainer import Trainer, _is_improvement, train
+from ernie_marketing.errors import ConfigError, DataError, UserError
 
 MAX_STEPS = 8
 TASKS = ("category", "sentiment")
@@ -214,6 +216,98 @@ def test_load_checkpoint_eval_mode(trained_run):
     assert config == trained_run.config
 
 
+def eval_config(reviews_csv, tmp_path, tasks):
+    """A config that evaluates the real review slice with `tasks` in that order."""
+    specs = {"category": {"name": "category", "type": "multiclass",
+                          "label_column": "cat"},
+             "sentiment": {"name": "sentiment", "type": "binary",
+                           "label_column": "label"}}
+    raw = tiny_config(reviews_csv, tmp_path / "run",
+                      data={"valid_path": reviews_csv, "test_path": reviews_csv},
+                      tasks=[specs[name] for name in tasks])
+    return build_config(raw)
+
+
+def test_eval_tasks_reordered(trained_run, reviews_csv, tmp_path):
+    same, _ = evaluate_checkpoint(
+        trained_run.best_dir, eval_config(reviews_csv, tmp_path, TASKS))
+    swapped, _ = evaluate_checkpoint(
+        trained_run.best_dir, eval_config(reviews_csv, tmp_path, TASKS[::-1]))
+    assert swapped["valid"]["category"] == same["valid"]["category"]
+    assert swapped["valid"]["sentiment"] == same["valid"]["sentiment"]
+
+
+def test_eval_reordered_same_split(trained_run):
+    """The split is stratified by the checkpoint's first task, not the config's."""
+    config = dataclasses.replace(trained_run.config,
+                                 tasks=trained_run.config.tasks[::-1])
+    results, saved = evaluate_checkpoint(trained_run.best_dir, config)
+    assert_metrics_close(results, saved)
+
+
+def test_eval_task_subset(trained_run, reviews_csv, tmp_path):
+    both, _ = evaluate_checkpoint(
+        trained_run.best_dir, eval_config(reviews_csv, tmp_path, TASKS))
+    one, _ = evaluate_checkpoint(
+        trained_run.best_dir, eval_config(reviews_csv, tmp_path, ["sentiment"]))
+    assert list(one["valid"]) == ["sentiment"]
+    assert one["valid"]["sentiment"] == both["valid"]["sentiment"]
+
+
+def test_eval_unknown_task(trained_run, reviews_csv, tmp_path):
+    config = eval_config(reviews_csv, tmp_path, TASKS)
+    config.tasks[0].name = "kind"
+    with pytest.raises(ConfigError) as info:
+        evaluate_checkpoint(trained_run.best_dir, config)
+    assert "tasks ['kind'] are not in checkpoint" in str(info.value)
+
+
+def test_eval_no_rows(trained_run, reviews_csv, tmp_path):
+    raw = tiny_config(reviews_csv, tmp_path / "run", data={"split": [1.0, 0, 0]})
+    with pytest.raises(DataError, match="no rows to evaluate"):
+        evaluate_checkpoint(trained_run.best_dir, build_config(raw))
+
+
+def test_eval_nan_outputs_raise(trained_run, reviews):
+    model, tokenizer, _, schema, _, _ = load_checkpoint(trained_run.best_dir)
+    head = model.heads["sentiment"].layers[-1]
+    head.weight.set_value(paddle.full_like(head.weight, float("nan")))
+    encoded = [np.array([1, 100, 2]), np.array([1, 200, 300, 2])]
+    labels = np.zeros((2, 2), dtype=np.int64)
+    with pytest.raises(NonFiniteOutputError, match="2 of 2 rows"):
+        evaluate(model, encoded, labels, schema["tasks"], 8, 0)
+
+
+def damage_tasks_json(path):
+    with open(os.path.join(path, "tasks.json"), "w", encoding="utf-8") as f:
+        f.write("{bad")
+
+
+def damage_config(path):
+    os.remove(os.path.join(path, "config.yaml"))
+
+
+def damage_heads(path):
+    heads = os.path.join(path, "heads.pdparams")
+    with open(heads, "rb") as f:
+        start = f.read(100)
+    with open(heads, "wb") as f:
+        f.write(start)
+
+
+@pytest.mark.parametrize("damage", [damage_tasks_json, damage_config,
+                                    damage_heads])
+def test_damaged_checkpoint(trained_run, tmp_path, damage, capsys):
+    path = str(tmp_path / "best")
+    shutil.copytree(trained_run.best_dir, path)
+    damage(path)
+    code = main(["eval", "--checkpoint", path])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    assert f"error: checkpoint {path} is damaged" in err
+
+
 # Atomic save -------------------------------------------------------------
 
 
@@ -306,6 +400,29 @@ def test_rerun_with_overwrite(tmp_path):
                       output={"overwrite": True})
     trainer = Trainer(build_config(raw))
     assert trainer.output_dir == str(tmp_path / "run")
+
+
+def test_rerun_with_old_checkpoint(tmp_path):
+    """A save interrupted between its renames leaves only best.old to keep."""
+    os.makedirs(tmp_path / "run" / "best.old")
+    raw = tiny_config(tmp_path / "train.csv", tmp_path / "run")
+    with pytest.raises(ConfigError, match="best.old"):
+        Trainer(build_config(raw))
+
+
+def test_output_dir_is_file(tmp_path):
+    (tmp_path / "run").write_text("", encoding="utf-8")
+    raw = tiny_config(tmp_path / "train.csv", tmp_path / "run")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        Trainer(build_config(raw))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
+def test_output_dir_not_writable(tmp_path):
+    # Creating a file in /proc fails even for root.
+    raw = tiny_config(tmp_path / "train.csv", "/proc")
+    with pytest.raises(ConfigError, match="cannot write to output.dir='/proc'"):
+        Trainer(build_config(raw))
 
 
 # Reproducibility ---------------------------------------------------------
@@ -418,3 +535,109 @@ def test_built_vocab_encoder_size(partly_labelled_run):
         n_tokens = len(f.read().splitlines())
     assert encoder_config["vocab_size"] == n_tokens
     assert np.isfinite(partly_labelled_run.result["selection_value"])
+
+
+# Failures during training ----------------------------------------------
+
+
+def fail_at_step(monkeypatch, step, failure):
+    """Make training step `step` call `failure(total, task_losses)`."""
+    from ernie_marketing.engine import trainer as trainer_module
+
+    real_loss = trainer_module.multitask_loss
+    calls = []
+
+    def loss(*args):
+        calls.append(None)
+        total, task_losses = real_loss(*args)
+        if len(calls) == step:
+            return failure(total, task_losses)
+        return total, task_losses
+
+    monkeypatch.setattr(trainer_module, "multitask_loss", loss)
+
+
+def nan_loss(total, task_losses):
+    return total * float("nan"), task_losses
+
+
+def interrupt(total, task_losses):
+    raise KeyboardInterrupt
+
+
+def run_cli(reviews_csv, tmp_path, capsys):
+    """Train 8 steps with evaluations at steps 4 and 8; return (code, stderr)."""
+    raw = tiny_config(reviews_csv, tmp_path / "run")
+    code = main(["train", "-c", write_yaml(tmp_path / "config.yaml", raw)])
+    return code, capsys.readouterr().err
+
+
+def best_step(tmp_path):
+    return load_checkpoint(str(tmp_path / "run" / "best"))[5]["step"]
+
+
+def test_nan_loss_stops(reviews_csv, tmp_path, monkeypatch, capsys):
+    fail_at_step(monkeypatch, 6, nan_loss)
+    code, err = run_cli(reviews_csv, tmp_path, capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 2
+    assert "Traceback" not in err
+    assert last.startswith("error: training diverged at step 6")
+    assert "best checkpoint (step 4) is kept" in last
+    assert best_step(tmp_path) == 4
+
+
+def test_interrupt_keeps_best(reviews_csv, tmp_path, monkeypatch, capsys):
+    fail_at_step(monkeypatch, 6, interrupt)
+    code, err = run_cli(reviews_csv, tmp_path, capsys)
+    assert code == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert "training interrupted after 5 steps" in err
+    assert best_step(tmp_path) == 4
+    assert sorted(os.listdir(tmp_path / "run")) == [
+        "best", "config.yaml", "tasks.json", "tokenizer", "train.log", "vdl"]
+
+
+def test_save_error_keeps_best(reviews_csv, tmp_path, monkeypatch):
+    from ernie_marketing.engine import trainer as trainer_module
+
+    real_save = trainer_module.save_checkpoint
+    saves = []
+
+    def save_once(*args):
+        saves.append(None)
+        if len(saves) > 1:
+            raise OSError(28, "No space left on device")
+        return real_save(*args)
+
+    values = iter([0.1, 0.2])
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save_once)
+    monkeypatch.setattr(trainer_module, "selection_value",
+                        lambda *args: next(values))
+    raw = tiny_config(reviews_csv, tmp_path / "run")
+    with pytest.raises(UserError) as info:
+        train(build_config(raw))
+    assert "No space left on device" in str(info.value)
+    assert "the previous best checkpoint is kept" in str(info.value)
+    assert best_step(tmp_path) == 4
+
+
+def test_nan_first_metric_replaced(reviews_csv, tmp_path, monkeypatch):
+    from ernie_marketing.engine import trainer as trainer_module
+
+    values = iter([float("nan"), 0.5])
+    monkeypatch.setattr(trainer_module, "selection_value",
+                        lambda *args: next(values))
+    raw = tiny_config(reviews_csv, tmp_path / "run")
+    result = train(build_config(raw))
+    assert result["best_step"] == 8
+
+
+@pytest.mark.parametrize("value, best, expected", [
+    (0.5, None, True), (float("nan"), None, True), (0.5, float("nan"), True),
+    (float("nan"), 0.5, False), (float("nan"), float("nan"), False),
+    (0.4, 0.5, False), (0.6, 0.5, True),
+])
+def test_is_improvement(value, best, expected):
+    assert _is_improvement(value, best) is expected

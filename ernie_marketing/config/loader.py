@@ -1,6 +1,7 @@
 """Load YAML into the typed config, apply `-o` overrides and save it back."""
 
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -26,6 +27,31 @@ _YamlLoader.add_implicit_resolver(
     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+
+
+def _construct_unique_mapping(loader, node, deep=False):
+    """Build a mapping, rejecting a key given twice.
+
+    PyYAML keeps the last value of a repeated key, so a second `train:`
+    section would silently replace the first.
+    """
+    seen = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            # Keys merged in with `<<: *anchor` may be overridden on purpose.
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} on line {line} repeats the key on "
+                f"line {seen[key]}; keep one of them", key_node.start_mark)
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_YamlLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
 def load_config(path, overrides=()):
@@ -56,11 +82,17 @@ def save_config(config, path):
 
 
 def _read_yaml(path):
+    if os.path.isdir(path):
+        raise ConfigError(f"config path {path} is a directory; pass the YAML "
+                          "file, e.g. -c configs/online_shopping.yaml")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
             raw = yaml.load(f, Loader=_YamlLoader)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; save the config as "
+                          "UTF-8") from None
     except yaml.YAMLError as exc:
         line = ""
         mark = getattr(exc, "problem_mark", None)
@@ -68,6 +100,9 @@ def _read_yaml(path):
             line = f" at line {mark.line + 1}, column {mark.column + 1}"
         raise ConfigError(f"{path} is not valid YAML{line}: "
                           f"{getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        raise ConfigError(f"config file {path} is empty; it needs at least the "
+                          "data and tasks sections")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must contain a mapping of sections "
                           f"(data, tasks, ...), got {type(raw).__name__}")
@@ -90,14 +125,22 @@ def _apply_override(raw, item):
         raise ConfigError(f"override {item!r}: the value {text!r} is not a "
                           "YAML scalar; quote it") from None
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r} is invalid: the key {key!r} has "
+                          "an empty part; write section.key=value, e.g. "
+                          "train.max_steps=60")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         node = _child(node, part, ".".join(parts[: depth + 1]))
     last = parts[-1]
     if isinstance(node, list):
         node[_list_index(node, last, key)] = value
-    else:
+    elif isinstance(node, dict):
         node[last] = value
+    else:
+        parent = ".".join(parts[:-1])
+        raise ConfigError(f"override path {key} is invalid: {parent} is "
+                          f"{node!r} ({type(node).__name__}), which has no keys")
 
 
 def _child(node, part, dotted):
@@ -187,6 +230,9 @@ def _scalar(hint, value, path):
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{path}={value!r} is invalid: expected a "
+                                  "finite number")
             return float(value)
     elif hint is str:
         if isinstance(value, str):
@@ -196,7 +242,28 @@ def _scalar(hint, value, path):
 
 def _type_error(hint, value, path):
     raise ConfigError(f"{path}={value!r} has the wrong type "
-                      f"({type(value).__name__}): expected {_describe(hint)}")
+                      f"({type(value).__name__}): expected {_describe(hint)}"
+                      f"{_quote_hint(hint, value)}")
+
+
+def _quote_hint(hint, value):
+    """Explain how YAML turned text meant as a string into another type."""
+    if not _accepts_str(hint):
+        return ""
+    if isinstance(value, bool):
+        return ("; YAML reads unquoted yes/no/on/off/true/false as a boolean, "
+                "so quote the value, e.g. 'yes'")
+    if isinstance(value, (dict, list)):
+        return ("; YAML reads {...} as a mapping and [...] as a list, so "
+                "quote the value, e.g. \"{title}: {review}\"")
+    return ""
+
+
+def _accepts_str(hint):
+    if hint is str:
+        return True
+    return any(_accepts_str(a) for a in typing.get_args(hint)
+               if typing.get_origin(hint) is typing.Union)
 
 
 def _describe(hint):

@@ -4,6 +4,7 @@
 `validate` rejects values that have the right type but cannot work.
 """
 
+import codecs
 from dataclasses import dataclass, field
 from typing import List, Literal, Optional, Union
 
@@ -11,11 +12,18 @@ from ..errors import ConfigError
 
 TASK_TYPES = ("multiclass", "binary")
 LabelValue = Union[int, str]
+# NumPy's and Paddle's seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
 
 
 def _require(condition, path, value, allowed):
     if not condition:
         raise ConfigError(f"{path}={value!r} is invalid: expected {allowed}")
+
+
+def _require_seed(path, value):
+    _require(0 <= value <= MAX_SEED, path, value,
+             f"an integer from 0 to {MAX_SEED}")
 
 
 @dataclass
@@ -70,6 +78,12 @@ class DataConfig:
             self.split,
             "three fractions [train, valid, test] that sum to 1",
         )
+        _require_seed(f"{path}.seed", self.seed)
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            _require(False, f"{path}.encoding", self.encoding,
+                     "a Python codec name such as utf-8, gbk or latin-1")
         if self.sep is not None:
             _require(
                 self.sep == "auto" or len(self.sep) >= 1,
@@ -267,6 +281,7 @@ class TrainConfig:
             self.early_stopping_patience,
             "an integer >= 1 or null",
         )
+        _require_seed(f"{path}.seed", self.seed)
         _require(
             self.num_threads is None or self.num_threads >= 1,
             f"{path}.num_threads",

@@ -32,6 +32,9 @@ def normalize_label(value):
         return str(value)
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
+    if isinstance(value, (bytes, bytearray)):
+        # Parquet binary columns arrive as bytes; str() would give "b'...'".
+        value = bytes(value).decode("utf-8", errors="replace")
     text = str(value).strip()
     if text == "" or text.lower() in ("nan", "<na>", "none", "null"):
         return None

@@ -9,7 +9,7 @@ import pandas as pd
 from ..errors import DataError
 from .labels import MISSING, LabelVocab
 from .readers import read_table
-from .text import build_texts
+from .text import build_texts, separator_hint
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def clean_frame(frame, config, path, stats, split_name):
     if missing:
         raise DataError(f"label column(s) {missing} not found in {path}; the "
                         f"file has columns {list(frame.columns)}; fix "
-                        "tasks[*].label_column")
+                        f"tasks[*].label_column{separator_hint(frame)}")
     if data.id_column is not None and data.id_column not in frame.columns:
         raise DataError(f"data.id_column={data.id_column!r} not found in {path}; "
                         f"the file has columns {list(frame.columns)}")

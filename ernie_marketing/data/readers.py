@@ -1,13 +1,15 @@
 """Read tables from CSV/TSV, JSONL, Parquet and zipped CSV into pandas."""
 
+import collections
 import csv
+import json
 import logging
 import os
 import zipfile
 
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,13 @@ def read_table(path, format="auto", sep=None, encoding="utf-8", nrows=None):
             frame = _read_zip(path, format, sep, encoding, nrows)
         else:
             frame = _read_file(path, format, sep, encoding, nrows)
+    except UserError:
+        raise
     except UnicodeDecodeError as exc:
+        if format != "parquet" and _looks_binary(path):
+            raise DataError(f"{path} looks like a binary file, not {format} "
+                            "text; give a CSV, TSV or JSONL text file, or set "
+                            "data.format=parquet for a Parquet file") from None
         raise DataError(f"{path} is not valid {encoding} text (byte "
                         f"{exc.start}); convert it to UTF-8 or set "
                         "data.encoding, e.g. gbk") from None
@@ -63,11 +71,64 @@ def read_table(path, format="auto", sep=None, encoding="utf-8", nrows=None):
         raise DataError(f"data file {path} has no rows or columns") from None
     except (pd.errors.ParserError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc
-        raise DataError(f"cannot parse {path} as {format}: {first}") from None
+        where = ""
+        if format == "jsonl" and not path.lower().endswith(".zip"):
+            where = _first_invalid_json_line(path, encoding)
+        raise DataError(f"cannot parse {path} as {format}: {where}{first}"
+                        ) from None
     frame.columns = [_clean_column(c) for c in frame.columns]
+    _check_column_names(frame, path)
     if frame.empty:
         raise DataError(f"data file {path} has a header but no rows")
     return frame
+
+
+def _looks_binary(path):
+    """Return True when the file's first 8 KiB contain a NUL byte."""
+    with open(path, "rb") as f:
+        return b"\0" in f.read(8192)
+
+
+def _first_invalid_json_line(path, encoding):
+    """Return a message prefix naming the first line that is not JSON, or ""."""
+    first = True
+    with open(path, encoding=encoding, errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if first and line.lstrip().startswith("["):
+                return ("the file is a JSON array, but JSON Lines needs one "
+                        "object per line; convert it, e.g. with pandas "
+                        "to_json(orient='records', lines=True); ")
+            try:
+                json.loads(line)
+            except ValueError:
+                return f"line {number} is not valid JSON ({line.strip()[:60]!r}); "
+            first = False
+    return ""
+
+
+def _check_column_names(frame, path):
+    """Reject repeated column names and warn about ones pandas renamed.
+
+    Parquet and JSONL readers keep a repeated name, and so does stripping
+    spaces from names, so `frame[name]` would return a table. The CSV reader
+    renames the second `x` to `x.1` and the first one is used.
+    """
+    counts = collections.Counter(frame.columns)
+    repeated = sorted(name for name, n in counts.items() if n > 1)
+    if repeated:
+        raise DataError(f"{path} has repeated column names {repeated} (after "
+                        "removing surrounding spaces); rename the columns so "
+                        "each name is used once")
+    names = set(frame.columns)
+    renamed = [c for c in frame.columns
+               if "." in c and c.rsplit(".", 1)[1].isdigit()
+               and c.rsplit(".", 1)[0] in names]
+    if renamed:
+        logger.warning("%s repeats column names; pandas renamed the repeats "
+                       "to %s and the first column of each name is used",
+                       path, renamed)
 
 
 def _read_zip(path, format, sep, encoding, nrows):

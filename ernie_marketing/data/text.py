@@ -24,8 +24,16 @@ def template_fields(template):
             continue
         if not name.isidentifier():
             raise DataError(f"data.text_template field {{{name}}} is invalid: "
-                            "use a column name such as {review}")
+                            "a field must be a column name made of letters, "
+                            "digits and underscores such as {review}, because "
+                            "str.format reads '.' and '[' as attribute and "
+                            "item access; use data.text_columns for other "
+                            "names")
         fields.append(name)
+    if not fields:
+        raise DataError(f"data.text_template={template!r} uses no column, so "
+                        "every row would get the same text; add a field such "
+                        "as {review}")
     return fields
 
 
@@ -47,12 +55,14 @@ def build_texts(frame, data_config):
     if missing:
         raise DataError(f"text column(s) {missing} not found; the file has "
                         f"columns {list(frame.columns)}; fix data.text_columns "
-                        "or data.text_template")
-    parts = {c: frame[c].map(_to_text) for c in columns}
+                        f"or data.text_template{separator_hint(frame)}")
+    encoding = getattr(data_config, "encoding", "utf-8")
+    parts = {c: frame[c].map(lambda v, c=c: _to_text(v, c, encoding))
+             for c in columns}
     if data_config.text_template is not None:
         template = data_config.text_template
         rows = pd.DataFrame(parts, index=frame.index).to_dict("records")
-        texts = pd.Series([template.format(**row) for row in rows],
+        texts = pd.Series([_format_row(template, row) for row in rows],
                           index=frame.index, dtype=object)
     else:
         separator = data_config.text_separator
@@ -65,6 +75,19 @@ def build_texts(frame, data_config):
     return texts.map(clean_text), int(has_marks.sum())
 
 
+def separator_hint(frame):
+    """Return advice on data.sep when a file was read as one column, else ""."""
+    if len(frame.columns) != 1:
+        return ""
+    name = str(frame.columns[0])
+    found = [sep for sep in (";", "\t", "|", ",") if sep in name]
+    if not found:
+        return ""
+    return (f", or set data.sep={found[0]!r} (or data.sep=auto): the file was "
+            "read as one column, so its separator is probably not the one "
+            "configured")
+
+
 def clean_text(text):
     """Remove invisible marks and surrounding whitespace."""
     return text.translate(_INVISIBLE).strip()
@@ -75,9 +98,26 @@ def _join(left, right, separator):
     return left + both.map({True: separator, False: ""}) + right
 
 
-def _to_text(value):
+def _format_row(template, row):
+    try:
+        return template.format(**row)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"data.text_template={template!r} cannot format a "
+                        f"row: {exc}; fields are text, so number format specs "
+                        "such as :d or :.2f do not apply") from None
+
+
+def _to_text(value, column, encoding):
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if value is pd.NA:
         return ""
+    if isinstance(value, (bytes, bytearray)):
+        # Parquet binary columns arrive as bytes; str() would give "b'...'".
+        try:
+            return bytes(value).decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"text column {column!r} holds bytes that are not "
+                            f"valid {encoding} (byte {exc.start}); set "
+                            "data.encoding to their encoding") from None
     return str(value)

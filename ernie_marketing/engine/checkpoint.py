@@ -19,7 +19,7 @@ import paddle
 
 from ..config import build_config, save_config
 from ..data.labels import LabelVocab
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from ..models import MultiTaskErnie, load_encoder, num_outputs
 
 logger = logging.getLogger(__name__)
@@ -98,32 +98,52 @@ def replace_dir(new, directory):
 
 def resolve_checkpoint(directory):
     """Return the readable checkpoint path, recovering from a crash mid-rename."""
-    if _is_checkpoint(directory):
+    if is_checkpoint(directory):
         return directory
     old = directory + _OLD_SUFFIX
-    if _is_checkpoint(old):
+    if is_checkpoint(old):
         logger.warning("using %s: a save was interrupted before it replaced "
                        "%s", old, directory)
         return old
     best = os.path.join(directory, "best")
-    if _is_checkpoint(best):
+    if is_checkpoint(best):
         return best
     raise ConfigError(f"no checkpoint found at {directory}: expected "
                       f"{TASKS_FILE}, {ENCODER_DIR}/ and {HEADS_FILE}; point "
                       "model.checkpoint at a run's best/ directory")
 
 
-def _is_checkpoint(directory):
+def is_checkpoint(directory):
     # A run's output directory also contains a tasks.json, but no heads.
     return (os.path.isfile(os.path.join(directory, TASKS_FILE))
             and os.path.isfile(os.path.join(directory, HEADS_FILE)))
 
 
 def load_checkpoint(directory):
-    """Return (model in eval mode, tokenizer, config, schema, vocabs, metrics)."""
-    from paddlenlp.transformers import ErnieTokenizer
+    """Return (model in eval mode, tokenizer, config, schema, vocabs, metrics).
+
+    A file that is missing or cannot be parsed raises ConfigError naming the
+    checkpoint, so a damaged checkpoint ends with one line, not a traceback.
+    """
+    import yaml
 
     directory = resolve_checkpoint(directory)
+    try:
+        return _load_checkpoint_files(directory)
+    except UserError as exc:
+        raise ConfigError(f"checkpoint {directory} cannot be used: {exc}"
+                          ) from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError,
+            yaml.YAMLError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"checkpoint {directory} is damaged or incomplete: "
+                          f"{type(exc).__name__}: {detail}; point to another "
+                          "checkpoint or train again") from None
+
+
+def _load_checkpoint_files(directory):
+    from paddlenlp.transformers import ErnieTokenizer
+
     schema = read_json(os.path.join(directory, TASKS_FILE))
     encoder_dir = os.path.join(directory, ENCODER_DIR)
     encoder = load_encoder(encoder_dir)

@@ -1,9 +1,13 @@
 """Re-evaluate a saved checkpoint on the splits its config describes."""
 
+import dataclasses
 import logging
 import os
 
-from ..data import prepare_data
+import numpy as np
+
+from ..data import MISSING, prepare_data
+from ..errors import ConfigError, DataError
 from ..runtime import set_num_threads
 from ..tokenizer import TextEncoder
 from .checkpoint import load_checkpoint
@@ -17,23 +21,70 @@ def evaluate_checkpoint(checkpoint, config=None, splits=("valid", "test")):
 
     Data settings come from `config` when given (to evaluate other files),
     else from the checkpoint's own config; the tokenizer, label maps and
-    weights always come from the checkpoint.
+    weights always come from the checkpoint. The config's tasks are matched
+    to the checkpoint's by name, so they may be reordered or a subset.
     """
     model, tokenizer, saved_config, schema, vocabs, saved = load_checkpoint(
         checkpoint)
     config = config or saved_config
+    checkpoint_tasks = [t["name"] for t in schema["tasks"]]
+    config = _tasks_in_checkpoint_order(config, checkpoint_tasks, checkpoint)
     set_num_threads(config.train.num_threads)
     data = prepare_data(config, splits=splits, vocabs=vocabs)
+    if not data.splits:
+        wanted = " or ".join(splits)
+        raise DataError(f"no rows to evaluate: the config gives no {wanted} "
+                        f"rows (data.split={config.data.split}); set "
+                        "data.valid_path or data.test_path, or a split with "
+                        "non-zero validation and test fractions")
     text_encoder = TextEncoder(tokenizer, schema["preprocess"]["max_length"])
+    config_tasks = [t.name for t in config.tasks]
     results = {}
     for name, split in data.splits.items():
         encoded, _ = text_encoder.encode(split.texts)
-        results[name] = evaluate(model, encoded, split.labels, schema["tasks"],
-                                 config.train.eval_batch_size,
-                                 text_encoder.pad_id)
+        labels = _labels_in_checkpoint_order(split.labels, config_tasks,
+                                             checkpoint_tasks)
+        scores = evaluate(model, encoded, labels, schema["tasks"],
+                          config.train.eval_batch_size, text_encoder.pad_id)
+        results[name] = {task: scores[task] for task in config_tasks}
     logger.info("evaluated %s on %s", os.path.abspath(checkpoint),
                 sorted(results))
     return results, saved
+
+
+def _tasks_in_checkpoint_order(config, checkpoint_tasks, checkpoint):
+    """Return a copy of `config` with its tasks in the checkpoint's order.
+
+    The split and the max_rows sample are stratified by the first task, so
+    this order reproduces the training run's validation and test rows.
+    """
+    unknown = [t.name for t in config.tasks if t.name not in checkpoint_tasks]
+    if unknown:
+        raise ConfigError(f"tasks {unknown} are not in checkpoint {checkpoint}, "
+                          f"which has tasks {checkpoint_tasks}; use those "
+                          "names in the config's tasks")
+    tasks = sorted(config.tasks, key=lambda t: checkpoint_tasks.index(t.name))
+    splits_one_file = (config.data.valid_path is None
+                       and config.data.test_path is None)
+    if tasks[0].name != checkpoint_tasks[0] and splits_one_file:
+        logger.warning("the config leaves out task %s, by which training "
+                       "stratified its split, so the validation and test rows "
+                       "differ from the training run's", checkpoint_tasks[0])
+    return dataclasses.replace(config, tasks=tasks)
+
+
+def _labels_in_checkpoint_order(labels, config_tasks, checkpoint_tasks):
+    """Reorder label columns from the config's task order to the model's.
+
+    The model returns logits in the checkpoint's task order, while the data
+    has one label column per config task, in the config's order. A task the
+    config leaves out gets MISSING labels.
+    """
+    ordered = np.full((len(labels), len(checkpoint_tasks)), MISSING,
+                      dtype=labels.dtype)
+    for j, name in enumerate(config_tasks):
+        ordered[:, checkpoint_tasks.index(name)] = labels[:, j]
+    return ordered
 
 
 def max_difference(results, saved):

@@ -4,7 +4,12 @@ import numpy as np
 import paddle
 
 from ..data.batching import pad_batch, sorted_batches
+from ..errors import UserError
 from ..metrics import probabilities, task_scores
+
+
+class NonFiniteOutputError(UserError):
+    """The model's logits contain NaN or infinity, so no metric is defined."""
 
 
 @paddle.no_grad()
@@ -35,6 +40,13 @@ def evaluate(model, encoded, labels, tasks, batch_size, pad_id):
     logits = predict_logits(model, encoded, batch_size, pad_id)
     if was_training:
         model.train()
+    bad_rows = np.zeros(len(encoded), dtype=bool)
+    for task_logits in logits:
+        bad_rows |= ~np.isfinite(task_logits).all(axis=1)
+    if bad_rows.any():
+        raise NonFiniteOutputError(f"the model's outputs are NaN or infinite "
+                                   f"for {int(bad_rows.sum())} of "
+                                   f"{len(encoded)} rows")
     results = {}
     for j, task in enumerate(tasks):
         probs = probabilities(task["type"], logits[j])

@@ -4,6 +4,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -12,14 +13,20 @@ import paddle
 from ..config import save_config
 from ..data import prepare_data
 from ..data.batching import bucketed_batches, pad_batch
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from ..losses import multitask_loss
 from ..metrics import selection_value
 from ..models import MultiTaskErnie, build_encoder
 from ..runtime import set_num_threads, set_seed, setup_logging
 from ..tokenizer import TextEncoder, load_tokenizer
-from .checkpoint import METRICS_FILE, save_checkpoint, task_schema, write_json
-from .evaluation import evaluate
+from .checkpoint import (
+    METRICS_FILE,
+    is_checkpoint,
+    save_checkpoint,
+    task_schema,
+    write_json,
+)
+from .evaluation import NonFiniteOutputError, evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +43,11 @@ class Trainer:
 
     def __init__(self, config):
         self.config = config
+        self.step = 0
+        self.best_value = None
+        self.best_step = None
+        self.evals_without_gain = 0
+        self.warned_nan_metric = False
         self.output_dir = _prepare_output_dir(config.output)
         setup_logging(os.path.join(self.output_dir, "train.log"))
         threads = set_num_threads(config.train.num_threads)
@@ -53,7 +65,12 @@ class Trainer:
 
         with LogWriter(logdir=os.path.join(self.output_dir, "vdl")) as writer:
             self.writer = writer
-            self._train_loop()
+            try:
+                self._train_loop()
+            except KeyboardInterrupt:
+                logger.warning("training interrupted after %d steps; %s",
+                               self.step, self._kept_checkpoint())
+                raise
             return self._finish()
 
     # Setup ---------------------------------------------------------------
@@ -75,6 +92,10 @@ class Trainer:
         write_json(os.path.join(self.output_dir, "tasks.json"), self.schema)
         self.task_types = [t.type for t in config.tasks]
         self.task_weights = [t.weight for t in config.tasks]
+        if "valid" not in self.data.splits:
+            logger.warning("no validation rows (data.split=%s, data.valid_path="
+                           "%s): the best checkpoint is chosen on the training "
+                           "split", config.data.split, config.data.valid_path)
 
     def _setup_model(self):
         config = self.config
@@ -117,10 +138,6 @@ class Trainer:
         train_cfg = self.config.train
         rng = np.random.default_rng(train_cfg.seed)
         lengths = [len(ids) for ids in self.encoded["train"]]
-        self.step = 0
-        self.best_value = None
-        self.best_step = None
-        self.evals_without_gain = 0
         self.model.train()
         progress = _progress_bar(train_cfg.progress_bar, self.total_steps)
         meter = _LossMeter(self.config.tasks)
@@ -151,6 +168,10 @@ class Trainer:
                             paddle.to_tensor(token_type_ids))
         total, task_losses = multitask_loss(self.task_types, self.task_weights,
                                             logits, labels)
+        if not math.isfinite(float(total)):
+            # Raised before backward(), so the weights stay as they were.
+            raise self._diverged(f"the training loss is {float(total)}",
+                                 self.step + 1)
         total.backward()
         self.optimizer.step()
         self.scheduler.step()
@@ -181,7 +202,15 @@ class Trainer:
         self.writer.add_scalar("eval/selection_metric", value, self.step)
         logger.info("eval at step %d on %s: %s; %s=%.4f", self.step, split_name,
                     _format_metrics(metrics), self.config.train.metric, value)
-        if self.best_value is None or value > self.best_value:
+        if math.isnan(value) and not self.warned_nan_metric:
+            self.warned_nan_metric = True
+            logger.warning("%s is NaN at step %d on the %s split (ROC AUC is "
+                           "NaN when the labelled rows have one class), so it "
+                           "cannot choose a checkpoint until it is a number; "
+                           "set train.metric to another metric",
+                           self.config.train.metric, self.step, split_name)
+
+        if _is_improvement(value, self.best_value):
             self.best_value, self.best_step = value, self.step
             self.evals_without_gain = 0
             self._save_best(split_name, metrics)
@@ -198,16 +227,42 @@ class Trainer:
 
     def _evaluate(self, split_name):
         split = self.data.splits[split_name]
-        return evaluate(self.model, self.encoded[split_name], split.labels,
-                        self.schema["tasks"], self.config.train.eval_batch_size,
-                        self.text_encoder.pad_id)
+        try:
+            return evaluate(self.model, self.encoded[split_name], split.labels,
+                            self.schema["tasks"],
+                            self.config.train.eval_batch_size,
+                            self.text_encoder.pad_id)
+        except NonFiniteOutputError as exc:
+            raise self._diverged(str(exc), self.step) from None
+
+    def _diverged(self, reason, step):
+        """Return the error for a run whose loss or outputs stopped being numbers."""
+        train_cfg = self.config.train
+        return UserError(
+            f"training diverged at step {step}: {reason}; lower "
+            f"train.learning_rate={train_cfg.learning_rate:g} or "
+            f"train.max_grad_norm={train_cfg.max_grad_norm:g}, or check the "
+            f"data; {self._kept_checkpoint()}")
+
+    def _kept_checkpoint(self):
+        if self.best_step is None:
+            return "no checkpoint was saved"
+        best_dir = os.path.join(self.output_dir, BEST_DIR)
+        return f"the best checkpoint (step {self.best_step}) is kept in {best_dir}"
 
     def _save_best(self, split_name, metrics):
         payload = {"step": self.step, "selection_metric": self.config.train.metric,
                    "selection_value": self.best_value, split_name: metrics}
         path = os.path.join(self.output_dir, BEST_DIR)
-        save_checkpoint(path, self.model, self.tokenizer, self.config,
-                        self.schema, payload)
+        try:
+            save_checkpoint(path, self.model, self.tokenizer, self.config,
+                            self.schema, payload)
+        except OSError as exc:
+            previous = ("the previous best checkpoint is kept"
+                        if is_checkpoint(path) else "no checkpoint was saved")
+            raise UserError(f"cannot write the checkpoint to {path}: "
+                            f"{exc.strerror or exc}; free disk space or choose "
+                            f"another output.dir; {previous}") from None
         logger.info("saved best checkpoint (step %d) to %s", self.step, path)
 
     # Final evaluation ------------------------------------------------------
@@ -279,16 +334,36 @@ class _LossMeter:
 def _prepare_output_dir(output):
     directory = os.path.abspath(output.dir)
     best = os.path.join(directory, BEST_DIR)
-    if os.path.exists(best) and not output.overwrite:
-        raise ConfigError(f"output.dir={output.dir!r} already contains a checkpoint "
-                          f"({best}); choose another output.dir or set "
-                          "output.overwrite=true to replace it")
+    # A save interrupted between its two renames leaves only best.old.
+    for candidate in (best, best + ".old"):
+        if os.path.exists(candidate) and not output.overwrite:
+            raise ConfigError(f"output.dir={output.dir!r} already contains a "
+                              f"checkpoint ({candidate}); choose another "
+                              "output.dir or set output.overwrite=true to "
+                              "replace it")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"output.dir={output.dir!r} is a file, not a "
+                          "directory; choose another output.dir")
     try:
         os.makedirs(directory, exist_ok=True)
+        # Probe with a real file, because os.access run as root ignores
+        # permission bits and reports /proc as writable.
+        with tempfile.TemporaryFile(dir=directory):
+            pass
     except OSError as exc:
-        raise ConfigError(f"cannot create output.dir={output.dir!r}: "
-                          f"{exc.strerror}") from None
+        raise ConfigError(f"cannot write to output.dir={output.dir!r}: "
+                          f"{exc.strerror or exc}; choose a writable "
+                          "directory") from None
     return directory
+
+
+def _is_improvement(value, best):
+    """Return True when `value` beats `best`; NaN never beats a number."""
+    if best is None:
+        return True
+    if math.isnan(value):
+        return False
+    return math.isnan(best) or value > best
 
 
 def _progress_bar(mode, total):
