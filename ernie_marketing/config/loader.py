@@ -293,11 +293,12 @@ def _join(path, key):
 
 
 def _resolve_paths(config, base_dir):
-    """Resolve relative data paths against the config file's folder first.
+    """Resolve relative data paths that are not found from the working directory.
 
-    A path that exists relative to the working directory is kept, so both
-    `configs/x.yaml` with `../shared/...` paths run from the repository root
-    and paths written relative to the config file work.
+    A relative path that exists from the working directory is kept; one that
+    does not is tried from the config file's folder. So `configs/x.yaml`
+    with `../shared/...` paths runs from the repository root, and paths
+    written relative to the config file work from anywhere.
     """
     data = config.data
     for name in ("train_path", "valid_path", "test_path"):

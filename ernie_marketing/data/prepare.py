@@ -1,6 +1,7 @@
 """Turn configured files into cleaned, split and label-encoded rows."""
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,12 +75,18 @@ def _read_frames(config, stats):
     for name, path in paths.items():
         if path is None:
             continue
+        if not os.path.exists(path):
+            raise DataError(f"data.{name}_path={path!r}: file not found; a "
+                            "relative path is looked up from the working "
+                            "directory, then from the config file's folder")
         frame = read_table(path, data.format, data.sep, data.encoding)
         frames[name] = clean_frame(frame, config, path, stats, name)
-    if data.max_rows is not None:
+    if data.max_rows is not None and len(frames["train"]) > data.max_rows:
         frames["train"] = stratified_sample(
             frames["train"], config.tasks[0].label_column, data.max_rows,
             data.seed)
+        logger.info("data.max_rows: kept a sample of %d rows, stratified by "
+                    "%s", len(frames["train"]), config.tasks[0].label_column)
     if data.valid_path is None and data.test_path is None:
         frames["all"] = frames.pop("train")
     return frames
@@ -117,8 +124,8 @@ def clean_frame(frame, config, path, stats, split_name):
     counts["rows_kept"] = len(frame)
     stats[split_name] = counts
     logger.info(
-        "%s: read %d rows from %s; %d with invisible marks removed, %d empty "
-        "texts %s, %d duplicate texts %s", split_name, counts["rows_read"], path,
+        "%s: read %d rows from %s; removed byte-order marks or zero-width "
+        "characters from %d texts; empty texts: %d %s; duplicate texts: %d %s", split_name, counts["rows_read"], path,
         marks, counts["empty_text"],
         "dropped" if data.drop_empty_text else "kept",
         counts["duplicate_text"],

@@ -88,11 +88,20 @@ def _labels_in_checkpoint_order(labels, config_tasks, checkpoint_tasks):
 
 
 def max_difference(results, saved):
-    """Return the largest absolute gap between fresh and saved metric values."""
+    """Return the largest absolute gap between fresh and saved metric values.
+
+    Returns None when a split's labelled row counts differ from the saved
+    ones, because then the data differs and metrics cannot be compared.
+    """
     gap = 0.0
     for split, tasks in results.items():
         for task, scores in tasks.items():
+            old_count = saved.get(split, {}).get(task, {}).get("count")
+            if old_count is not None and old_count != scores.get("count"):
+                return None
             for name, value in scores.items():
+                if name == "count":
+                    continue
                 old = saved.get(split, {}).get(task, {}).get(name)
                 if old is not None and value == value and old == old:
                     gap = max(gap, abs(value - old))
