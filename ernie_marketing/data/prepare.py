@@ -125,7 +125,8 @@ def clean_frame(frame, config, path, stats, split_name):
     stats[split_name] = counts
     logger.info(
         "%s: read %d rows from %s; removed byte-order marks or zero-width "
-        "characters from %d texts; empty texts: %d %s; duplicate texts: %d %s", split_name, counts["rows_read"], path,
+        "characters from %d texts; empty texts: %d %s; duplicate texts: %d %s",
+        split_name, counts["rows_read"], path,
         marks, counts["empty_text"],
         "dropped" if data.drop_empty_text else "kept",
         counts["duplicate_text"],
