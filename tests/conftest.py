@@ -161,3 +161,11 @@ def restore_package_logging():
             handler.close()
     package_logger.propagate = propagate
     package_logger.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Return the tiny model trained and exported once for all export tests."""
+    from _helpers_export import trained_export
+
+    return trained_export(tmp_path_factory)

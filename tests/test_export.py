@@ -14,16 +14,10 @@ from _helpers_export import (
     max_gap,
     real_reviews,
     tiny_config,
-    trained_export,
 )
 
 from ernie_marketing.cli import main
 from ernie_marketing.errors import ConfigError
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return trained_export(tmp_path_factory)
 
 
 def test_export_writes_self_contained_directory(exported):

@@ -12,16 +12,10 @@ from _helpers_export import (
     dynamic_logits,
     max_gap,
     real_reviews,
-    trained_export,
 )
 
 from ernie_marketing.cli import main
 from ernie_marketing.errors import ConfigError, DataError
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return trained_export(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

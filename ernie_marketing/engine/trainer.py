@@ -16,7 +16,7 @@ from ..data.batching import bucketed_batches, pad_batch
 from ..errors import ConfigError, UserError
 from ..losses import multitask_loss
 from ..metrics import selection_value
-from ..models import MultiTaskErnie, build_encoder
+from ..models import MultiTaskErnie, build_encoder, load_encoder
 from ..runtime import set_num_threads, set_seed, setup_logging
 from ..tokenizer import TextEncoder, load_tokenizer
 from .checkpoint import (
@@ -270,13 +270,10 @@ class Trainer:
     def _finish(self):
         best_dir = os.path.join(self.output_dir, BEST_DIR)
         if self.best_step != self.step:
-            from paddlenlp.transformers import ErnieModel
-
             from .checkpoint import ENCODER_DIR, HEADS_FILE
 
-            state = ErnieModel.from_pretrained(
-                os.path.join(best_dir, ENCODER_DIR)).state_dict()
-            self.model.encoder.set_state_dict(state)
+            best_encoder = load_encoder(os.path.join(best_dir, ENCODER_DIR))
+            self.model.encoder.set_state_dict(best_encoder.state_dict())
             self.model.heads.set_state_dict(
                 paddle.load(os.path.join(best_dir, HEADS_FILE)))
         result = {"best_step": self.best_step, "steps": self.step,
