@@ -2,7 +2,7 @@
 
 
 class UserError(ValueError):
-    """An input, config or file that the user must fix; the message says how."""
+    """An input, config or file that the user must fix, as the message explains."""
 
 
 class ConfigError(UserError):

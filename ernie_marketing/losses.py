@@ -9,7 +9,7 @@ from .data.labels import MISSING
 def masked_task_loss(task_type, logits, labels):
     """Return the mean loss over labelled rows and their count.
 
-    `labels` holds class ids, with MISSING (-1) for rows that have no label
+    `labels` contains class ids, with MISSING (-1) for rows that have no label
     for this task; the loss of a batch with no labelled row is zero.
     """
     mask = labels != MISSING

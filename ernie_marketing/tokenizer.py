@@ -122,9 +122,9 @@ def standard_vocab_file(path, work_dir):
 def build_vocab(texts, out_path, min_freq=1, max_size=20000, lower=True):
     """Write a vocabulary of the training text's tokens, most frequent first.
 
-    Chinese characters are tokens of their own; other words are kept whole
-    when frequent, and every non-Chinese character is also kept as a
-    continuation piece (`##c`) so that rarer words split into characters
+    Chinese characters are tokens of their own. Other words are kept whole
+    when frequent. Every non-Chinese character is also kept as a
+    continuation piece (`##c`), so rarer words split into characters
     instead of becoming [UNK].
     """
     from paddlenlp.transformers import BasicTokenizer

@@ -28,7 +28,7 @@ def _require_seed(path, value):
 
 @dataclass
 class DataConfig:
-    """Where the rows come from and how each becomes a text."""
+    """Data files, and the rule that turns each row into a text."""
 
     train_path: str
     valid_path: Optional[str] = None
@@ -95,7 +95,7 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    """Which vocabulary turns text into ids, and how long a text may be."""
+    """Vocabulary source and maximum text length in tokens."""
 
     # A PaddleNLP model name or a directory; defaults to model.name_or_path.
     name_or_path: Optional[str] = None
@@ -229,7 +229,7 @@ class TrainConfig:
     """Optimisation, evaluation and stopping."""
 
     epochs: int = 3
-    # Stop after this many optimizer steps, whatever `epochs` says.
+    # Stop after this many optimizer steps, even before `epochs` are done.
     max_steps: Optional[int] = None
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -292,7 +292,7 @@ class TrainConfig:
 
 @dataclass
 class OutputConfig:
-    """Where checkpoints, metrics and VisualDL logs go."""
+    """Output folder for checkpoints, metrics and VisualDL logs."""
 
     dir: str = "outputs/run"
     # Replace the checkpoints of an earlier run in `dir`.

@@ -9,7 +9,7 @@ def bucketed_batches(lengths, batch_size, bucket_batches, rng):
     Rows are shuffled, cut into buckets of `bucket_batches` batches, sorted by
     length inside a bucket and cut into batches; the batch order is then
     shuffled. Rows of similar length share a batch, so padding stays small
-    while every epoch still sees a different mix.
+    while every epoch still gets a different mix.
     """
     lengths = np.asarray(lengths)
     order = rng.permutation(len(lengths))

@@ -117,7 +117,7 @@ def _to_text(value, column, encoding):
         try:
             return bytes(value).decode(encoding)
         except UnicodeDecodeError as exc:
-            raise DataError(f"text column {column!r} holds bytes that are not "
+            raise DataError(f"text column {column!r} contains bytes that are not "
                             f"valid {encoding} (byte {exc.start}); set "
                             "data.encoding to their encoding") from None
     return str(value)

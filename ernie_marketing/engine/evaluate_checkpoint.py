@@ -32,8 +32,8 @@ def evaluate_checkpoint(checkpoint, config=None, splits=("valid", "test")):
     set_num_threads(config.train.num_threads)
     data = prepare_data(config, splits=splits, vocabs=vocabs)
     if not data.splits:
-        wanted = " or ".join(splits)
-        raise DataError(f"no rows to evaluate: the config gives no {wanted} "
+        requested = " or ".join(splits)
+        raise DataError(f"no rows to evaluate: the config gives no {requested} "
                         f"rows (data.split={config.data.split}); set "
                         "data.valid_path or data.test_path, or a split with "
                         "non-zero validation and test fractions")

@@ -30,7 +30,7 @@ DEFAULT_ONEDNN = True
 
 @dataclass
 class RuntimeSettings:
-    """Where and how Paddle Inference runs the model."""
+    """Device and CPU options for running the model in Paddle Inference."""
 
     device: str = "cpu"
     num_threads: int = 1
