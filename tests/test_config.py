@@ -197,10 +197,10 @@ def test_bool_wrong_type(raw):
 
 
 def test_literal_not_allowed(raw):
-    raw["tasks"][0]["type"] = "regression"
+    raw["tasks"][0]["type"] = "survival"
     message = config_error(raw)
     assert "tasks[0].type" in message
-    assert "'regression'" in message
+    assert "'survival'" in message
     assert "'multiclass'" in message
     assert "'binary'" in message
 

@@ -302,10 +302,18 @@ def test_text_template_without_field(reviews_csv, tmp_path):
         prepare_data(config)
 
 
-def test_text_template_dotted_field(reviews_csv, tmp_path):
+def test_text_template_dotted_field_is_column(reviews_csv, tmp_path):
     config = make_config(reviews_csv, tmp_path, text_columns=[],
-                         text_template="{emp.var.rate}")
-    with pytest.raises(DataError, match="use data.text_columns"):
+                         text_template="{emp.var.rate}: {review}")
+    with pytest.raises(DataError) as info:
+        prepare_data(config)
+    assert "['emp.var.rate'] not found" in str(info.value)
+
+
+def test_text_template_empty_field(reviews_csv, tmp_path):
+    config = make_config(reviews_csv, tmp_path, text_columns=[],
+                         text_template="{} {review}")
+    with pytest.raises(DataError, match="empty field"):
         prepare_data(config)
 
 
@@ -396,7 +404,7 @@ def test_label_ids_match_vocab(reviews_csv, tmp_path):
     data = prepare_data(make_config(reviews_csv, tmp_path))
     split = data.splits["train"]
     vocab = data.vocabs["category"]
-    decoded = [vocab.labels[i] for i in split.labels[:, 0]]
+    decoded = [vocab.labels[i] for i in split.labels["category"]]
     assert decoded == split.frame["cat"].tolist()
 
 
@@ -416,9 +424,9 @@ def test_missing_label_masked(partly_labelled, tmp_path):
     split = prepare_data(make_config(path, tmp_path, split=[1.0, 0, 0])
                          ).splits["train"]
     unlabelled = frame["label"].isna().to_numpy()[split.row_ids]
-    assert (split.labels[unlabelled, 1] == MISSING).all()
-    assert (split.labels[~unlabelled, 1] != MISSING).all()
-    assert (split.labels[:, 0] != MISSING).all()
+    assert (split.labels["sentiment"][unlabelled] == MISSING).all()
+    assert (split.labels["sentiment"][~unlabelled] != MISSING).all()
+    assert (split.labels["category"] != MISSING).all()
 
 
 def test_missing_label_counted(partly_labelled, tmp_path):
@@ -466,9 +474,9 @@ def test_unknown_label_ignored(eval_with_new_category, tmp_path):
                          unknown_label="ignore")
     valid = prepare_data(config).splits["valid"]
     new = (valid.frame["cat"] == "玩具").to_numpy()
-    assert (valid.labels[new, 0] == MISSING).all()
-    assert (valid.labels[~new, 0] != MISSING).all()
-    assert (valid.labels[:, 1] != MISSING).all()
+    assert (valid.labels["category"][new] == MISSING).all()
+    assert (valid.labels["category"][~new] != MISSING).all()
+    assert (valid.labels["sentiment"] != MISSING).all()
 
 
 def test_binary_positive_label(tmp_path):

@@ -79,9 +79,11 @@ def test_eval_deterministic():
     np.testing.assert_array_equal(first, second)
 
 
-def test_num_outputs():
-    assert num_outputs("binary", 2) == 1
-    assert num_outputs("multiclass", 7) == 7
+@pytest.mark.parametrize("task_type, labels, expected", [
+    ("binary", 2, 1), ("multiclass", 7, 7), ("multilabel", 5, 5),
+    ("ranking", 30, 30), ("regression", 0, 1), ("zero_inflated", 0, 2)])
+def test_num_outputs(task_type, labels, expected):
+    assert num_outputs(task_type, labels) == expected
 
 
 def test_encoder_max_length_too_long():
@@ -94,46 +96,51 @@ def test_encoder_max_length_too_long():
 
 # Masked loss -------------------------------------------------------------
 
+TASKS = [{"name": "category", "type": "multiclass"},
+         {"name": "sentiment", "type": "binary"}]
+
 
 def logits_and_labels(seed=0):
     rng = np.random.default_rng(seed)
     category = paddle.to_tensor(rng.normal(size=(4, 10)).astype("float32"))
     sentiment = paddle.to_tensor(rng.normal(size=(4, 1)).astype("float32"))
-    labels = paddle.to_tensor(np.array(
-        [[3, 1], [MISSING, 0], [7, MISSING], [0, 1]], dtype="int64"))
+    labels = {
+        "category": paddle.to_tensor(np.array([3, MISSING, 7, 0])),
+        "sentiment": paddle.to_tensor(np.array([1, 0, MISSING, 1])),
+    }
     return [category, sentiment], labels
 
 
 def test_loss_matches_cross_entropy():
     (category, _), labels = logits_and_labels()
-    loss, count = masked_task_loss("multiclass", category, labels[:, 0])
+    loss, count = masked_task_loss(TASKS[0], category, labels["category"])
     rows = [0, 2, 3]
     probs = probabilities("multiclass", category.numpy())[rows]
-    expected = -np.log(probs[np.arange(3), labels.numpy()[rows, 0]]).mean()
+    expected = -np.log(probs[np.arange(3), labels["category"].numpy()[rows]]).mean()
     assert float(count) == 3
     assert float(loss) == pytest.approx(expected, rel=1e-5)
 
 
 def test_loss_matches_binary_cross_entropy():
     (_, sentiment), labels = logits_and_labels()
-    loss, count = masked_task_loss("binary", sentiment, labels[:, 1])
+    loss, count = masked_task_loss(TASKS[1], sentiment, labels["sentiment"])
     rows = [0, 1, 3]
     p = probabilities("binary", sentiment.numpy())[rows]
-    y = labels.numpy()[rows, 1]
+    y = labels["sentiment"].numpy()[rows]
     expected = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()
     assert float(count) == 3
     assert float(loss) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("task, column, masked_row", [
-    ("multiclass", 0, 1), ("binary", 1, 2)])
-def test_masked_row_ignored(task, column, masked_row):
+@pytest.mark.parametrize("column, masked_row", [(0, 1), (1, 2)])
+def test_masked_row_ignored(column, masked_row):
     logits, labels = logits_and_labels()
-    before, _ = masked_task_loss(task, logits[column], labels[:, column])
+    task = TASKS[column]
+    before, _ = masked_task_loss(task, logits[column], labels[task["name"]])
     changed = logits[column].numpy().copy()
     changed[masked_row] = 50.0 * (np.arange(changed.shape[1]) + 1)
     after, _ = masked_task_loss(task, paddle.to_tensor(changed),
-                                labels[:, column])
+                                labels[task["name"]])
     assert float(after) == float(before)
 
 
@@ -141,7 +148,7 @@ def test_masked_row_no_gradient():
     logits, labels = logits_and_labels()
     category = logits[0]
     category.stop_gradient = False
-    loss, _ = masked_task_loss("multiclass", category, labels[:, 0])
+    loss, _ = masked_task_loss(TASKS[0], category, labels["category"])
     loss.backward()
     grad = category.grad.numpy()
     assert np.all(grad[1] == 0)
@@ -151,44 +158,42 @@ def test_masked_row_no_gradient():
 def test_task_without_labels_zero():
     logits, labels = logits_and_labels()
     unlabelled = paddle.full([4], MISSING, "int64")
-    loss, count = masked_task_loss("binary", logits[1], unlabelled)
+    loss, count = masked_task_loss(TASKS[1], logits[1], unlabelled)
     assert float(loss) == 0.0
     assert float(count) == 0.0
 
 
 def test_total_without_one_task():
     logits, labels = logits_and_labels()
-    labels = labels.numpy()
-    labels[:, 1] = MISSING
-    total, task_losses = multitask_loss(["multiclass", "binary"], [0.7, 2.0],
-                                        logits, paddle.to_tensor(labels))
-    assert float(task_losses[1]) == 0.0
-    assert float(total) == pytest.approx(0.7 * float(task_losses[0]), rel=1e-6)
+    labels["sentiment"] = paddle.full([4], MISSING, "int64")
+    total, task_losses = multitask_loss(TASKS, [0.7, 2.0], logits, labels)
+    assert float(task_losses["sentiment"][0]) == 0.0
+    assert float(task_losses["sentiment"][1]) == 0.0
+    expected = 0.7 * float(task_losses["category"][0])
+    assert float(total) == pytest.approx(expected, rel=1e-6)
 
 
 def test_total_weighted_sum():
     logits, labels = logits_and_labels()
-    total, (category, sentiment) = multitask_loss(
-        ["multiclass", "binary"], [0.5, 3.0], logits, labels)
-    expected = 0.5 * float(category) + 3.0 * float(sentiment)
+    total, task_losses = multitask_loss(TASKS, [0.5, 3.0], logits, labels)
+    expected = (0.5 * float(task_losses["category"][0])
+                + 3.0 * float(task_losses["sentiment"][0]))
     assert float(total) == pytest.approx(expected, rel=1e-6)
 
 
 def test_task_losses_unweighted():
     logits, labels = logits_and_labels()
-    _, weighted = multitask_loss(["multiclass", "binary"], [0.5, 3.0], logits,
-                                 labels)
-    _, plain = multitask_loss(["multiclass", "binary"], [1.0, 1.0], logits,
-                              labels)
-    assert float(weighted[1]) == float(plain[1])
+    _, weighted = multitask_loss(TASKS, [0.5, 3.0], logits, labels)
+    _, plain = multitask_loss(TASKS, [1.0, 1.0], logits, labels)
+    assert float(weighted["sentiment"][0]) == float(plain["sentiment"][0])
 
 
 def test_zero_weight_no_gradient():
     model = tiny_model()
     model.train()
-    labels = paddle.to_tensor(np.array([[1, 0], [2, 1], [3, 0], [4, 1]]))
-    total, _ = multitask_loss(["multiclass", "binary"], [1.0, 0.0],
-                              model(*batch()), labels)
+    labels = {"category": paddle.to_tensor(np.array([1, 2, 3, 4])),
+              "sentiment": paddle.to_tensor(np.array([0, 1, 0, 1]))}
+    total, _ = multitask_loss(TASKS, [1.0, 0.0], model(*batch()), labels)
     total.backward()
     sentiment_grads = [p.grad for p in model.heads["sentiment"].parameters()]
     category_grads = [p.grad for p in model.heads["category"].parameters()]
@@ -199,10 +204,9 @@ def test_zero_weight_no_gradient():
 def test_unlabelled_task_trains_other():
     model = tiny_model()
     model.train()
-    labels = paddle.to_tensor(np.array(
-        [[1, MISSING], [2, MISSING], [3, MISSING], [4, MISSING]]))
-    total, _ = multitask_loss(["multiclass", "binary"], [1.0, 1.0],
-                              model(*batch()), labels)
+    labels = {"category": paddle.to_tensor(np.array([1, 2, 3, 4])),
+              "sentiment": paddle.full([4], MISSING, "int64")}
+    total, _ = multitask_loss(TASKS, [1.0, 1.0], model(*batch()), labels)
     total.backward()
     sentiment_grads = [p.grad for p in model.heads["sentiment"].parameters()]
     category_grads = [p.grad for p in model.heads["category"].parameters()]
@@ -218,21 +222,22 @@ def test_unlabelled_task_trains_other():
 def test_scores_skip_masked_rows():
     probs = np.array([0.9, 0.2, 0.8, 0.1])
     labels = np.array([1, MISSING, 1, 0])
-    scores = task_scores("binary", probs, labels, 2)
+    scores = task_scores(TASKS[1], {"score": probs}, labels)
     assert scores["count"] == 3
     assert scores["accuracy"] == 1.0
     assert scores["roc_auc"] == 1.0
 
 
 def test_scores_single_class_auc_nan():
-    scores = task_scores("binary", np.array([0.9, 0.6]), np.array([1, 1]), 2)
+    scores = task_scores(TASKS[1], {"score": np.array([0.9, 0.6])},
+                         np.array([1, 1]))
     assert np.isnan(scores["roc_auc"])
     assert scores["accuracy"] == 1.0
 
 
 def test_scores_no_labels():
-    scores = task_scores("multiclass", np.full((2, 3), 1 / 3),
-                         np.array([MISSING, MISSING]), 3)
+    scores = task_scores(TASKS[0], {"probs": np.full((2, 3), 1 / 3)},
+                         np.array([MISSING, MISSING]))
     assert scores["count"] == 0
     assert np.isnan(scores["macro_f1"])
 

@@ -109,7 +109,7 @@ def test_metrics_both_tasks(trained_run):
         assert set(metrics[split]) == set(TASKS), split
     assert set(metrics["valid"]["category"]) == {"count", "macro_f1", "accuracy"}
     assert set(metrics["valid"]["sentiment"]) == {
-        "count", "roc_auc", "accuracy", "macro_f1"}
+        "count", "roc_auc", "log_loss", "ece", "accuracy", "macro_f1"}
 
 
 def test_metrics_in_range(trained_run):
@@ -273,7 +273,8 @@ def test_eval_nan_outputs_raise(trained_run, reviews):
     head = model.heads["sentiment"].layers[-1]
     head.weight.set_value(paddle.full_like(head.weight, float("nan")))
     encoded = [np.array([1, 100, 2]), np.array([1, 200, 300, 2])]
-    labels = np.zeros((2, 2), dtype=np.int64)
+    labels = {"category": np.zeros(2, dtype=np.int64),
+              "sentiment": np.zeros(2, dtype=np.int64)}
     with pytest.raises(NonFiniteOutputError, match="2 of 2 rows"):
         evaluate(model, encoded, labels, schema["tasks"], 8, 0)
 
@@ -594,9 +595,12 @@ def test_interrupt_keeps_best(reviews_csv, tmp_path, monkeypatch, capsys):
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "interrupted"
     assert "training interrupted after 5 steps" in err
+    # Raised inside step 6, so the state saved after step 4 is the last one.
+    assert "the resumable state (step 4)" in err
     assert best_step(tmp_path) == 4
     assert sorted(os.listdir(tmp_path / "run")) == [
-        "best", "config.yaml", "tasks.json", "tokenizer", "train.log", "vdl"]
+        "best", "config.yaml", "last", "tasks.json", "tokenizer", "train.log",
+        "vdl"]
 
 
 def test_save_error_keeps_best(reviews_csv, tmp_path, monkeypatch):
@@ -605,14 +609,16 @@ def test_save_error_keeps_best(reviews_csv, tmp_path, monkeypatch):
     real_save = trainer_module.save_checkpoint
     saves = []
 
-    def save_once(*args):
-        saves.append(None)
-        if len(saves) > 1:
-            raise OSError(28, "No space left on device")
-        return real_save(*args)
+    def save_best_once(path, *args, **kwargs):
+        # Saves of the resumable state (last/) go through unchanged.
+        if os.path.basename(path) == "best":
+            saves.append(None)
+            if len(saves) > 1:
+                raise OSError(28, "No space left on device")
+        return real_save(path, *args, **kwargs)
 
     values = iter([0.1, 0.2])
-    monkeypatch.setattr(trainer_module, "save_checkpoint", save_once)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save_best_once)
     monkeypatch.setattr(trainer_module, "selection_value",
                         lambda *args: next(values))
     raw = tiny_config(reviews_csv, tmp_path / "run")

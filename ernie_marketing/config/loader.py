@@ -1,6 +1,7 @@
 """Load YAML into the typed config, apply `-o` overrides and save it back."""
 
 import dataclasses
+import datetime
 import math
 import os
 import re
@@ -204,6 +205,10 @@ def _convert(hint, value, path):
         for option in args:
             if option is type(None):
                 continue
+            if dataclasses.is_dataclass(option) and isinstance(value, dict):
+                # An optional section given as a mapping: report its own
+                # errors, e.g. a missing key, not "wrong type".
+                return _build(option, value, path)
             try:
                 return _convert(option, value, path)
             except ConfigError:
@@ -256,6 +261,9 @@ def _quote_hint(hint, value):
     if isinstance(value, (dict, list)):
         return ("; YAML reads {...} as a mapping and [...] as a list, so "
                 "quote the value, e.g. \"{title}: {review}\"")
+    if isinstance(value, datetime.date):
+        return ("; YAML reads an unquoted YYYY-MM-DD as a date, so quote the "
+                "value, e.g. '1997-09-30'")
     return ""
 
 

@@ -1,9 +1,23 @@
-"""Label vocabularies: the mapping between a task's label values and ids."""
+"""Label encoders: from a task's label cells to the arrays losses read.
+
+Each task type has one encoder, built from the training split:
+
+- multiclass, binary: `LabelVocab`, int64 class ids.
+- multilabel, ranking: `LabelSetVocab`, float32 multi-hot rows over the
+  values seen in training.
+- regression, zero_inflated: `TargetScaler`, float32 raw targets plus the
+  training mean and standard deviation used to standardise them.
+
+A missing label is MISSING (-1) in a class id, a row of MISSING in a
+multi-hot array, and NaN in a target.
+"""
 
 import math
 
 import numpy as np
+import pandas as pd
 
+from ..config.schema import REGRESSION_TYPES, SET_TYPES
 from ..errors import DataError
 
 MISSING = -1
@@ -57,9 +71,7 @@ class LabelVocab:
         present = sorted({v for v in map(normalize_label, values) if v is not None},
                          key=_sort_key)
         if not present:
-            raise DataError(f"task {task.name!r}: column {task.label_column!r} "
-                            "has no labels in the training split; fill it or "
-                            "remove the task")
+            raise _no_labels_error(task)
         if task.type == "binary":
             present = _order_binary(task, present)
         elif len(present) < 2:
@@ -71,7 +83,7 @@ class LabelVocab:
     def __len__(self):
         return len(self.labels)
 
-    def encode(self, values, unknown="error"):
+    def encode(self, values, unknown="error", row_ids=None):
         """Return int64 ids (MISSING for absent labels) and unknown-value counts."""
         ids = np.full(len(values), MISSING, dtype=np.int64)
         unknown_counts = {}
@@ -92,6 +104,248 @@ class LabelVocab:
 
     def to_dict(self):
         return {"labels": self.labels}
+
+
+class LabelSetVocab:
+    """Maps the value sets of a multilabel or ranking task to multi-hot rows.
+
+    A label cell contains one or more values joined by `separator` ("a|b"), or
+    a JSON list. For ranking the values are item ids, and the items seen in
+    training are the candidates the model ranks.
+    """
+
+    def __init__(self, task_name, labels, separator="|"):
+        self.task_name = task_name
+        self.labels = list(labels)
+        self.separator = separator
+        self.index = {label: i for i, label in enumerate(self.labels)}
+
+    @classmethod
+    def build(cls, task, values):
+        present = set()
+        for items in _label_sets(values, task.label_separator):
+            present.update(items or ())
+        if not present:
+            raise _no_labels_error(task)
+        present = sorted(present, key=_sort_key)
+        if task.type == "ranking" and len(present) < 2:
+            raise DataError(f"task {task.name!r}: column {task.label_column!r} "
+                            f"has one item {present} in the training split; "
+                            "a ranking task needs at least 2 candidate items")
+        return cls(task.name, present, task.label_separator)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def encode(self, values, unknown="error", row_ids=None):
+        """Return float32 multi-hot rows [rows, labels] and unknown-value counts.
+
+        A row with no label, or only values never seen in training (with
+        unknown="ignore"), is all MISSING.
+        """
+        multi_hot = np.full((len(values), len(self.labels)), MISSING,
+                            dtype=np.float32)
+        unknown_counts = {}
+        for i, items in enumerate(_label_sets(values, self.separator)):
+            if items is None:
+                continue
+            known = [self.index[item] for item in items if item in self.index]
+            for item in items:
+                if item not in self.index:
+                    unknown_counts[item] = unknown_counts.get(item, 0) + 1
+            if known:
+                multi_hot[i] = 0.0
+                multi_hot[i, known] = 1.0
+        if unknown_counts and unknown == "error":
+            shown = dict(sorted(unknown_counts.items())[:20])
+            raise DataError(f"task {self.task_name!r}: values {shown} (value: "
+                            "rows) never occur in the training split, which "
+                            f"has {len(self.labels)} values such as "
+                            f"{self.labels[:10]}; fix the labels or set "
+                            "data.unknown_label=ignore to drop them")
+        return multi_hot, unknown_counts
+
+    def to_dict(self):
+        return {"labels": self.labels, "label_separator": self.separator}
+
+
+class TargetScaler:
+    """Reads the numeric targets of a regression or zero_inflated task.
+
+    Targets are standardised with the training mean and standard deviation
+    (after log1p when set) for the loss; `inverse` maps model outputs back.
+    A zero_inflated task's statistics come from its positive targets only,
+    because its amount output is trained on those. A constant target gets
+    standard deviation 1.
+    """
+
+    labels = ()
+
+    def __init__(self, task_name, label_column, task_type, log1p=False,
+                 mean=0.0, std=1.0):
+        self.task_name = task_name
+        self.label_column = label_column
+        self.task_type = task_type
+        self.log1p = bool(log1p)
+        self.mean = float(mean)
+        self.std = float(std)
+
+    @classmethod
+    def build(cls, task, values, row_ids=None):
+        scaler = cls(task.name, task.label_column, task.type, task.log1p)
+        targets, _ = scaler.encode(values, row_ids=row_ids)
+        present = targets[~np.isnan(targets)]
+        if present.size == 0:
+            raise _no_labels_error(task)
+        if task.type == "zero_inflated":
+            present = present[present > 0]
+            if present.size == 0:
+                raise DataError(f"task {task.name!r}: column "
+                                f"{task.label_column!r} has no value above 0 "
+                                "in the training split, so a zero_inflated "
+                                "task cannot learn an amount; check the "
+                                "column or use a binary task")
+        transformed = np.log1p(present) if scaler.log1p else present
+        scaler.mean = float(transformed.mean())
+        std = float(transformed.std())
+        scaler.std = std if std > 0 else 1.0
+        return scaler
+
+    def __len__(self):
+        return 0
+
+    def encode(self, values, unknown="error", row_ids=None):
+        """Return float32 targets (NaN where missing) and no unknown values.
+
+        Raises DataError for text, infinite values, and negative values
+        where log1p or a zero_inflated task needs them to be >= 0.
+        """
+        targets = parse_numbers(values, f"task {self.task_name!r}: column "
+                                f"{self.label_column!r}", row_ids,
+                                "a number or an empty cell")
+        self._check_negative(targets, row_ids)
+        return targets.astype(np.float32), {}
+
+    def _check_negative(self, targets, row_ids):
+        if not (self.log1p or self.task_type == "zero_inflated"):
+            return
+        negative = np.flatnonzero(targets < 0)
+        if negative.size == 0:
+            return
+        first = negative[0]
+        row = row_ids[first] if row_ids is not None else first
+        reason = ("log1p needs values >= 0" if self.log1p else
+                  "a zero_inflated target is 0 or a positive amount")
+        fix = (f"set tasks.{self.task_name}.log1p=false or fix the values"
+               if self.log1p else "fix the values or use type regression")
+        raise DataError(f"task {self.task_name!r}: column {self.label_column!r} "
+                        f"has {negative.size} negative values (first: row "
+                        f"{row} = {targets[first]:g}), but {reason}; {fix}")
+
+    def transform(self, targets):
+        """Return standardised targets: (log1p(y) if log1p else y - mean) / std."""
+        targets = np.asarray(targets, dtype=np.float64)
+        if self.log1p:
+            targets = np.log1p(targets)
+        return (targets - self.mean) / self.std
+
+    def inverse(self, outputs):
+        """Return raw-scale values for standardised model outputs."""
+        values = np.asarray(outputs, dtype=np.float64) * self.std + self.mean
+        return np.expm1(values) if self.log1p else values
+
+    def to_dict(self):
+        return {"labels": [], "target": {"log1p": self.log1p,
+                                         "mean": self.mean, "std": self.std}}
+
+
+def build_label_encoder(task, values, row_ids=None):
+    """Return the label encoder for `task`, built from training label cells."""
+    if task.type in SET_TYPES:
+        return LabelSetVocab.build(task, values)
+    if task.type in REGRESSION_TYPES:
+        return TargetScaler.build(task, values, row_ids)
+    return LabelVocab.build(task, values)
+
+
+def label_encoder_from_schema(task):
+    """Return the label encoder saved in a task entry of tasks.json."""
+    kind = task["type"]
+    if kind in SET_TYPES:
+        return LabelSetVocab(task["name"], task["labels"],
+                             task.get("label_separator", "|"))
+    if kind in REGRESSION_TYPES:
+        target = task["target"]
+        return TargetScaler(task["name"], task.get("label_column"), kind,
+                            target["log1p"], target["mean"], target["std"])
+    return LabelVocab(task["name"], task["labels"])
+
+
+def labelled_rows(labels):
+    """Return a boolean mask of the rows that have a label in `labels`.
+
+    Works for class ids (MISSING), multi-hot rows (all MISSING) and
+    targets (NaN).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return labels[:, 0] != MISSING
+    if np.issubdtype(labels.dtype, np.floating):
+        return ~np.isnan(labels)
+    return labels != MISSING
+
+
+def parse_numbers(values, what, row_ids=None, expected="a number"):
+    """Return float64 numbers for label or feature cells, NaN where empty.
+
+    Raises DataError naming `what`, the first bad rows and values for text
+    that is not a number, and for infinite values.
+    """
+    keys = pd.Series(list(values), dtype=object).map(_number_key)
+    numbers = pd.to_numeric(keys, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(keys.notna().to_numpy() & np.isnan(numbers))
+    if bad.size:
+        raise DataError(f"{what} has {bad.size} values that are not numbers, "
+                        f"e.g. {_rows_and_values(keys, bad, row_ids)}; "
+                        f"expected {expected}; fix or empty those cells")
+    infinite = np.flatnonzero(np.isinf(numbers))
+    if infinite.size:
+        raise DataError(f"{what} has {infinite.size} infinite values, e.g. "
+                        f"{_rows_and_values(keys, infinite, row_ids)}; replace "
+                        "them with a finite number or an empty cell")
+    return numbers
+
+
+def _number_key(value):
+    # Booleans (JSONL true/false) count as 1 and 0.
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    return normalize_label(value)
+
+
+def _rows_and_values(keys, positions, row_ids):
+    shown = []
+    for i in positions[:5]:
+        row = row_ids[i] if row_ids is not None else i
+        shown.append(f"row {row} = {keys.iloc[i]!r}")
+    return ", ".join(shown)
+
+
+def _label_sets(values, separator):
+    """Yield each cell's list of values, or None when the cell is empty."""
+    for value in values:
+        if isinstance(value, (list, tuple, np.ndarray)):
+            parts = list(value)
+        else:
+            text = normalize_label(value)
+            parts = [] if text is None else text.split(separator)
+        items = [item for item in map(normalize_label, parts) if item is not None]
+        yield list(dict.fromkeys(items)) or None
+
+
+def _no_labels_error(task):
+    return DataError(f"task {task.name!r}: column {task.label_column!r} has no "
+                     "labels in the training split; fill it or remove the task")
 
 
 def _order_binary(task, present):

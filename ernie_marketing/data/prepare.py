@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..config.schema import REGRESSION_TYPES, SET_TYPES
 from ..errors import DataError
-from .labels import MISSING, LabelVocab
-from .readers import read_table
+from .features import FeatureEncoder, check_columns
+from .labels import build_label_encoder, labelled_rows, normalize_label
+from .readers import detect_format, lacks_header, read_table
 from .text import build_texts, separator_hint
+from .transactions import customer_table
 
 logger = logging.getLogger(__name__)
 
@@ -19,13 +22,19 @@ SPLIT_NAMES = ("train", "valid", "test")
 
 @dataclass
 class Split:
-    """Rows of one split: ids, texts and one label id column per task."""
+    """Rows of one split: ids, texts, labels per task and structured inputs."""
 
     name: str
     row_ids: np.ndarray
     texts: list
-    labels: np.ndarray  # [rows, tasks], MISSING where a task has no label
+    # Task name -> labels as encoded by the task's label encoder (see
+    # labels.py): MISSING or NaN where the row has no label for that task.
+    labels: dict
     frame: pd.DataFrame = field(repr=False)
+    # float32 [rows, numeric inputs] and int64 [rows, categorical columns],
+    # or None when no such feature is configured.
+    numeric_features: np.ndarray = field(default=None, repr=False)
+    categorical_features: np.ndarray = field(default=None, repr=False)
 
     def __len__(self):
         return len(self.texts)
@@ -34,15 +43,17 @@ class Split:
 @dataclass
 class PreparedData:
     splits: dict
-    vocabs: dict  # task name -> LabelVocab
+    vocabs: dict  # task name -> label encoder (LabelVocab, ...)
     stats: dict
+    features: FeatureEncoder = None  # None when no feature is configured
 
 
-def prepare_data(config, splits=SPLIT_NAMES, vocabs=None):
+def prepare_data(config, splits=SPLIT_NAMES, vocabs=None, features=None):
     """Read, clean, split and encode the data described by `config.data`.
 
-    Label vocabularies are built from the training split unless `vocabs`
-    (task name -> LabelVocab, e.g. from a checkpoint) is given. Returns the
+    Label encoders are built from the training split unless `vocabs` (task
+    name -> encoder, e.g. from a checkpoint) is given; the same applies to the
+    `FeatureEncoder` of `config.features` and `features`. Returns the
     requested splits; a split with no rows is left out.
     """
     data = config.data
@@ -51,20 +62,42 @@ def prepare_data(config, splits=SPLIT_NAMES, vocabs=None):
     if "all" in frames:
         frames = split_frame(frames.pop("all"), config, stats)
     if vocabs is None:
-        vocabs = {t.name: LabelVocab.build(t, frames["train"][t.label_column])
+        train = frames["train"]
+        vocabs = {t.name: build_label_encoder(t, train[t.label_column],
+                                              train["__row_id__"].to_numpy())
                   for t in config.tasks}
+    if features is None and config.features.columns:
+        train = frames["train"]
+        features = FeatureEncoder.fit(config.features, train,
+                                      train["__row_id__"].to_numpy())
     result = {}
     for name in splits:
         frame = frames.get(name)
         if frame is None or frame.empty:
             continue
         result[name] = _encode_split(name, frame, config, vocabs, stats)
+        if features is not None:
+            _add_features(result[name], features)
     for task in config.tasks:
-        logger.info("task %s (%s): %d labels %s", task.name, task.type,
-                    len(vocabs[task.name]), vocabs[task.name].labels[:12])
+        _log_task(task, vocabs[task.name])
     stats["rows"] = {name: len(s) for name, s in result.items()}
     logger.info("rows per split: %s (seed %d)", stats["rows"], data.seed)
-    return PreparedData(result, vocabs, stats)
+    return PreparedData(result, vocabs, stats, features)
+
+
+def _add_features(split, features):
+    split.numeric_features, split.categorical_features = features.transform(
+        split.frame, f"{split.name} split", split.row_ids)
+
+
+def _log_task(task, encoder):
+    if task.type in REGRESSION_TYPES:
+        logger.info("task %s (%s): target mean %.4g, std %.4g%s", task.name,
+                    task.type, encoder.mean, encoder.std,
+                    " after log1p" if encoder.log1p else "")
+        return
+    logger.info("task %s (%s): %d labels %s", task.name, task.type,
+                len(encoder), encoder.labels[:12])
 
 
 def _read_frames(config, stats):
@@ -72,6 +105,7 @@ def _read_frames(config, stats):
     paths = {"train": data.train_path, "valid": data.valid_path,
              "test": data.test_path}
     frames = {}
+    train_columns = None
     for name, path in paths.items():
         if path is None:
             continue
@@ -79,17 +113,47 @@ def _read_frames(config, stats):
             raise DataError(f"data.{name}_path={path!r}: file not found; a "
                             "relative path is looked up from the working "
                             "directory, then from the config file's folder")
-        frame = read_table(path, data.format, data.sep, data.encoding)
+        frame = _read_source(path, data, train_columns)
+        train_columns = train_columns or list(frame.columns)
+        if data.transactions is not None:
+            frame = customer_table(frame, data.transactions, path)
         frames[name] = clean_frame(frame, config, path, stats, name)
     if data.max_rows is not None and len(frames["train"]) > data.max_rows:
         frames["train"] = stratified_sample(
             frames["train"], config.tasks[0].label_column, data.max_rows,
-            data.seed)
+            data.seed, config.tasks[0].type)
         logger.info("data.max_rows: kept a sample of %d rows, stratified by "
                     "%s", len(frames["train"]), config.tasks[0].label_column)
     if data.valid_path is None and data.test_path is None:
         frames["all"] = frames.pop("train")
     return frames
+
+
+def _read_source(path, data, train_columns):
+    """Read one data file; `train_columns` are the training file's columns.
+
+    An evaluation file without a header row (see `lacks_header`) is read
+    with the training file's column names, in the same order.
+    """
+    string_columns = ()
+    if data.transactions is not None:
+        # Read as text, so ids like "00001" keep their zeros and dates parse
+        # with the configured format.
+        string_columns = (data.transactions.customer_column,
+                          data.transactions.date_column)
+    names = None
+    fmt = detect_format(path) if data.format == "auto" else data.format
+    if train_columns is not None and fmt in ("csv", "tsv"):
+        first = read_table(path, fmt, data.sep, data.encoding, nrows=1,
+                           header=False)
+        cells = first.iloc[0].astype(str).tolist()
+        if lacks_header(cells, train_columns):
+            logger.warning("%s has no header row (its first row is %s); "
+                           "reading it with the training file's %d column "
+                           "names", path, cells, len(train_columns))
+            names = train_columns
+    return read_table(path, fmt, data.sep, data.encoding,
+                      string_columns=string_columns, names=names)
 
 
 def clean_frame(frame, config, path, stats, split_name):
@@ -101,6 +165,7 @@ def clean_frame(frame, config, path, stats, split_name):
         raise DataError(f"label column(s) {missing} not found in {path}; the "
                         f"file has columns {list(frame.columns)}; fix "
                         f"tasks[*].label_column{separator_hint(frame)}")
+    check_columns(frame, config.features.columns, path)
     if data.id_column is not None and data.id_column not in frame.columns:
         raise DataError(f"data.id_column={data.id_column!r} not found in {path}; "
                         f"the file has columns {list(frame.columns)}")
@@ -117,7 +182,10 @@ def clean_frame(frame, config, path, stats, split_name):
     counts["empty_text"] = int(empty.sum())
     if data.drop_empty_text:
         frame = frame[~empty]
-    duplicated = frame["__text__"].duplicated(keep="first")
+    # A row repeats an earlier one when its text and its feature values are
+    # the same. Customers with the same text but other features are kept.
+    duplicated = frame.duplicated(
+        subset=["__text__"] + config.features.columns, keep="first")
     counts["duplicate_text"] = int(duplicated.sum())
     if data.drop_duplicates:
         frame = frame[~duplicated]
@@ -137,11 +205,14 @@ def clean_frame(frame, config, path, stats, split_name):
     return frame.reset_index(drop=True)
 
 
-def stratified_sample(frame, column, n_rows, seed):
-    """Return at most `n_rows` rows keeping each label's share of `column`."""
+def stratified_sample(frame, column, n_rows, seed, task_type="multiclass"):
+    """Return at most `n_rows` rows keeping each label's share of `column`.
+
+    `task_type` sets how labels form groups, as in `_strata`.
+    """
     if len(frame) <= n_rows:
         return frame
-    groups = _strata(frame[column])
+    groups = _strata(frame[column], task_type)
     sizes = _allocate(groups.value_counts().sort_index(), n_rows)
     rng = np.random.default_rng(seed)
     picked = []
@@ -154,7 +225,8 @@ def stratified_sample(frame, column, n_rows, seed):
 def split_frame(frame, config, stats):
     """Split one table into train/valid/test, stratified by the first task."""
     data = config.data
-    groups = _strata(frame[config.tasks[0].label_column]).to_numpy()
+    first = config.tasks[0]
+    groups = _strata(frame[first.label_column], first.type).to_numpy()
     rng = np.random.default_rng(data.seed)
     assignment = np.empty(len(frame), dtype=object)
     for label in np.unique(groups):
@@ -176,33 +248,72 @@ def split_frame(frame, config, stats):
 
 
 def _encode_split(name, frame, config, vocabs, stats):
-    labels = np.full((len(frame), len(config.tasks)), MISSING, dtype=np.int64)
-    for j, task in enumerate(config.tasks):
+    row_ids = frame["__row_id__"].to_numpy()
+    labels = {}
+    for task in config.tasks:
         unknown = "error" if name == "train" else config.data.unknown_label
         try:
-            labels[:, j], unknown_counts = vocabs[task.name].encode(
-                frame[task.label_column].tolist(), unknown)
+            labels[task.name], unknown_counts = vocabs[task.name].encode(
+                frame[task.label_column].tolist(), unknown, row_ids)
         except DataError as exc:
             raise DataError(f"{name} split: {exc}") from None
-        labelled = int((labels[:, j] != MISSING).sum())
+        labelled = int(labelled_rows(labels[task.name]).sum())
         stats.setdefault("labelled", {}).setdefault(name, {})[task.name] = labelled
         if unknown_counts:
-            logger.warning("%s split, task %s: %d rows with labels never seen "
-                           "in training %s masked", name, task.name,
+            logger.warning("%s split, task %s: %d labels never seen in "
+                           "training %s masked", name, task.name,
                            sum(unknown_counts.values()), unknown_counts)
         if labelled < len(frame):
             logger.info("%s split, task %s: %d of %d rows labelled; the rest "
                         "are masked for this task", name, task.name, labelled,
                         len(frame))
-    return Split(name, frame["__row_id__"].to_numpy(),
-                 frame["__text__"].tolist(), labels, frame)
+    _count_child_without_parent(name, config, labels, stats)
+    return Split(name, row_ids, frame["__text__"].tolist(), labels, frame)
 
 
-def _strata(values):
-    """Return stratification keys; missing labels form their own stratum."""
-    from .labels import normalize_label
+def _count_child_without_parent(name, config, labels, stats):
+    """Count rows positive for a chained task but negative for its parent.
 
-    return values.map(lambda v: normalize_label(v) or "\0missing").astype(object)
+    Such rows (Ali-CCP has purchases without a click) keep their label as
+    given: the chained task is trained on P(parent) x P(task | parent)
+    against its own label, so they push both probabilities up.
+    """
+    for task in config.tasks:
+        if task.parent is None:
+            continue
+        child, parent = labels[task.name], labels[task.parent]
+        count = int(((child == 1) & (parent == 0)).sum())
+        stats.setdefault("child_without_parent", {}).setdefault(
+            name, {})[task.name] = count
+        if count:
+            logger.warning("%s split: %d rows have %s=1 but its parent %s=0; "
+                           "their %s labels are kept as given", name, count,
+                           task.name, task.parent, task.name)
+
+
+def _strata(values, task_type="multiclass"):
+    """Return stratification keys; missing labels form their own stratum.
+
+    Class labels are their own keys. Numeric targets fall into five
+    quantile bins (zero_inflated: zero or positive), and label sets into
+    labelled or not, so that every key has enough rows to split.
+    """
+    keys = values.map(normalize_label)
+    missing = keys.isna()
+    if task_type in REGRESSION_TYPES:
+        # Text that is not a number is reported later by the label encoder.
+        numbers = pd.to_numeric(keys, errors="coerce")
+        missing = numbers.isna()
+        if task_type == "zero_inflated":
+            keys = (numbers > 0).map({True: "positive", False: "zero"})
+        elif (~missing).sum() > 0:
+            ranks = numbers[~missing].rank(method="first")
+            bins = pd.qcut(ranks, q=min(5, len(ranks)), labels=False)
+            keys = pd.Series("", index=values.index, dtype=object)
+            keys[~missing] = bins.astype(str)
+    elif task_type in SET_TYPES:
+        keys = pd.Series("labelled", index=values.index, dtype=object)
+    return keys.astype(object).where(~missing, "\0missing")
 
 
 def _allocate(counts, total):

@@ -38,11 +38,17 @@ def detect_format(path):
                     "data.format to csv, tsv, jsonl or parquet")
 
 
-def read_table(path, format="auto", sep=None, encoding="utf-8", nrows=None):
+def read_table(path, format="auto", sep=None, encoding="utf-8", nrows=None,
+               string_columns=(), names=None, header=True):
     """Read a whole table. Text with a leading byte-order mark is handled.
 
-    `sep` is the column separator for csv/tsv ("auto" sniffs it from the
-    first lines); `nrows` limits the rows read from CSV-like files.
+    `sep` is the column separator for csv/tsv: "auto" sniffs it from the
+    first lines, and "whitespace" splits on runs of spaces and tabs with
+    leading spaces ignored. `nrows` limits the rows read from CSV-like
+    files. `string_columns` are read from CSV-like files as text, so ids
+    such as "00001" keep their leading zeros. For a CSV-like file without
+    a header row, `names` gives the column names, or `header=False` numbers
+    the columns from 0.
     """
     if not os.path.exists(path):
         raise DataError(f"data file not found: {path}")
@@ -54,9 +60,11 @@ def read_table(path, format="auto", sep=None, encoding="utf-8", nrows=None):
         format = detect_format(path)
     try:
         if path.lower().endswith(".zip"):
-            frame = _read_zip(path, format, sep, encoding, nrows)
+            frame = _read_zip(path, format, sep, encoding, nrows,
+                              (string_columns, names, header))
         else:
-            frame = _read_file(path, format, sep, encoding, nrows)
+            frame = _read_file(path, format, sep, encoding, nrows,
+                               (string_columns, names, header))
     except UserError:
         raise
     except UnicodeDecodeError as exc:
@@ -131,7 +139,7 @@ def _check_column_names(frame, path):
                        path, renamed)
 
 
-def _read_zip(path, format, sep, encoding, nrows):
+def _read_zip(path, format, sep, encoding, nrows, columns):
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -144,10 +152,12 @@ def _read_zip(path, format, sep, encoding, nrows):
                             f"{len(members)}: {members[:10]}; unzip it and "
                             "point data.train_path at the file")
         with archive.open(members[0]) as f:
-            return _read_file(f, format, sep, encoding, nrows)
+            return _read_file(f, format, sep, encoding, nrows, columns)
 
 
-def _read_file(source, format, sep, encoding, nrows):
+def _read_file(source, format, sep, encoding, nrows, columns=((), None, True)):
+    """Read one file; `columns` is (string_columns, names, header) of read_table."""
+    string_columns, names, header = columns
     if format == "parquet":
         frame = pd.read_parquet(source)
         return frame.head(nrows) if nrows else frame
@@ -160,13 +170,39 @@ def _read_file(source, format, sep, encoding, nrows):
     # utf-8-sig drops a byte-order mark at the start of the file.
     if encoding.lower().replace("-", "") == "utf8":
         encoding = "utf-8-sig"
+    # Columns absent from the file are ignored by read_csv's dtype.
+    options = {"encoding": encoding, "nrows": nrows,
+               "dtype": {name: str for name in string_columns} or None}
+    if names is not None:
+        options.update(header=None, names=list(names))
+    elif not header:
+        options.update(header=None)
     if sep == "auto":
-        return pd.read_csv(source, sep=None, engine="python",
-                           encoding=encoding, nrows=nrows)
-    if sep.isspace() and len(sep) > 1 or sep == r"\s+":
-        return pd.read_csv(source, sep=r"\s+", encoding=encoding, nrows=nrows)
-    return pd.read_csv(source, sep=sep, encoding=encoding, nrows=nrows,
-                       quoting=csv.QUOTE_MINIMAL)
+        return pd.read_csv(source, sep=None, engine="python", **options)
+    if sep == "whitespace" or sep.isspace() and len(sep) > 1 or sep == r"\s+":
+        return pd.read_csv(source, sep=r"\s+", **options)
+    return pd.read_csv(source, sep=sep, quoting=csv.QUOTE_MINIMAL, **options)
+
+
+def lacks_header(first_row, reference_columns):
+    """Return True when a file whose first line has the cells `first_row`
+    looks like the table of `reference_columns` without its header row.
+
+    That is: as many cells as reference columns, every cell a number, and
+    at least one reference name that is not a number.
+    """
+    if len(first_row) != len(reference_columns):
+        return False
+    return (all(_is_number(c) for c in first_row)
+            and not all(_is_number(c) for c in reference_columns))
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _clean_column(name):

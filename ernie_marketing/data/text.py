@@ -2,6 +2,7 @@
 
 import string
 
+import numpy as np
 import pandas as pd
 
 from ..errors import DataError
@@ -11,8 +12,26 @@ from ..errors import DataError
 _INVISIBLE = dict.fromkeys(map(ord, "\ufeff\u200b\u200c\u200d\u2060"), None)
 
 
+class _ColumnFormatter(string.Formatter):
+    """A `str.format` formatter whose field names are whole column names.
+
+    `str.format` reads `{emp.var.rate}` as attribute access and `{101}` as
+    a positional argument; here both name a column of the row.
+    """
+
+    def get_field(self, field_name, args, kwargs):
+        return kwargs[field_name], field_name
+
+
+_FORMATTER = _ColumnFormatter()
+
+
 def template_fields(template):
-    """Return the field names used by a `str.format` template."""
+    """Return the column names used by a `str.format`-style template.
+
+    A field is the whole text between the braces up to an optional `!r`
+    or `:spec`, so column names with dots or digits work.
+    """
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -22,13 +41,9 @@ def template_fields(template):
     for _, name, _, _ in parsed:
         if name is None:
             continue
-        if not name.isidentifier():
-            raise DataError(f"data.text_template field {{{name}}} is invalid: "
-                            "a field must be a column name made of letters, "
-                            "digits and underscores such as {review}, because "
-                            "str.format reads '.' and '[' as attribute and "
-                            "item access; use data.text_columns for other "
-                            "names")
+        if name == "":
+            raise DataError(f"data.text_template={template!r} has an empty "
+                            "field {}; name a column, e.g. {review}")
         fields.append(name)
     if not fields:
         raise DataError(f"data.text_template={template!r} uses no column, so "
@@ -100,7 +115,11 @@ def _join(left, right, separator):
 
 def _format_row(template, row):
     try:
-        return template.format(**row)
+        return _FORMATTER.vformat(template, (), row)
+    except KeyError as exc:
+        raise DataError(f"data.text_template={template!r} uses the field "
+                        f"{exc} inside a format spec; fields there are not "
+                        "supported, write the spec as fixed text") from None
     except (ValueError, TypeError) as exc:
         raise DataError(f"data.text_template={template!r} cannot format a "
                         f"row: {exc}; fields are text, so number format specs "
@@ -108,10 +127,15 @@ def _format_row(template, row):
 
 
 def _to_text(value, column, encoding):
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or value is pd.NA:
         return ""
-    if value is pd.NA:
-        return ""
+    if isinstance(value, (float, np.floating)):
+        # pandas reads an integer column with gaps as floats: 142.0 -> "142".
+        if value != value:
+            return ""
+        if float(value).is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return str(float(value))
     if isinstance(value, (bytes, bytearray)):
         # Parquet binary columns arrive as bytes; str() would give "b'...'".
         try:

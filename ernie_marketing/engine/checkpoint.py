@@ -4,6 +4,9 @@ A checkpoint holds:
   encoder/          a PaddleNLP model directory (config.json, weights) with
                     the tokenizer files, loadable with `from_pretrained`
   heads.pdparams    the task heads' parameters
+  fusion.pdparams   the feature embeddings and fusion layer, only with
+                    structured features
+  features.json     the fitted FeatureEncoder, only with structured features
   tasks.json        task schema, label maps and preprocessing settings
   config.yaml       the resolved run config
   metrics.json      evaluation metrics of this checkpoint
@@ -18,7 +21,9 @@ import tempfile
 import paddle
 
 from ..config import build_config, save_config
-from ..data.labels import LabelVocab
+from ..config.schema import REGRESSION_TYPES
+from ..data.features import FEATURES_FILE, FeatureEncoder
+from ..data.labels import label_encoder_from_schema
 from ..errors import ConfigError, UserError
 from ..models import MultiTaskErnie, load_encoder, num_outputs
 
@@ -26,26 +31,20 @@ logger = logging.getLogger(__name__)
 
 ENCODER_DIR = "encoder"
 HEADS_FILE = "heads.pdparams"
+FUSION_FILE = "fusion.pdparams"
 TASKS_FILE = "tasks.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 _OLD_SUFFIX = ".old"
 
 
-def task_schema(config, vocabs):
-    """Return what a predictor needs to rebuild heads and decode outputs."""
-    tasks = []
-    for task in config.tasks:
-        vocab = vocabs[task.name]
-        tasks.append({
-            "name": task.name,
-            "type": task.type,
-            "label_column": task.label_column,
-            "labels": vocab.labels,
-            "num_outputs": num_outputs(task.type, len(vocab)),
-            "hidden_size": task.hidden_size,
-            "dropout": task.dropout,
-        })
+def task_schema(config, vocabs, features=None):
+    """Return what a predictor needs to rebuild heads and decode outputs.
+
+    `vocabs` maps task names to label encoders; `features` is the fitted
+    FeatureEncoder, or None without structured features.
+    """
+    tasks = [_task_entry(task, vocabs[task.name]) for task in config.tasks]
     data = config.data
     return {
         "tasks": tasks,
@@ -57,14 +56,38 @@ def task_schema(config, vocabs):
             "id_column": data.id_column,
         },
         "pooling": config.model.pooling,
+        "features": (features.model_spec(config.features)
+                     if features is not None else None),
     }
 
 
-def save_checkpoint(directory, model, tokenizer, config, schema, metrics):
+def _task_entry(task, vocab):
+    entry = {
+        "name": task.name,
+        "type": task.type,
+        "label_column": task.label_column,
+        "num_outputs": num_outputs(task.type, len(vocab)),
+        "hidden_size": task.hidden_size,
+        "dropout": task.dropout,
+    }
+    # labels, and the label separator or the target statistics.
+    entry.update(vocab.to_dict())
+    if task.type == "binary":
+        entry["parent"] = task.parent
+    if task.type in REGRESSION_TYPES:
+        entry.update(loss=task.loss, huber_delta=task.huber_delta)
+    if task.type == "ranking":
+        entry["top_k"] = list(task.top_k)
+    return entry
+
+
+def save_checkpoint(directory, model, tokenizer, config, schema, metrics,
+                    write_extra=None):
     """Write a checkpoint to `directory`, replacing any earlier one atomically.
 
-    Everything is written to a temporary sibling first; a crash before the
-    final rename leaves the previous checkpoint untouched.
+    Everything is written to a temporary sibling and flushed to disk first;
+    a crash before the final rename leaves the previous checkpoint untouched.
+    `write_extra(tmp_dir)`, if given, adds more files before the rename.
     """
     parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
@@ -79,6 +102,12 @@ def save_checkpoint(directory, model, tokenizer, config, schema, metrics):
         write_json(os.path.join(tmp, TASKS_FILE), schema)
         write_json(os.path.join(tmp, METRICS_FILE), metrics)
         save_config(config, os.path.join(tmp, CONFIG_FILE))
+        if model.fusion is not None:
+            paddle.save(model.fusion.state_dict(), os.path.join(tmp, FUSION_FILE))
+            model.feature_encoder.save(os.path.join(tmp, FEATURES_FILE))
+        if write_extra is not None:
+            write_extra(tmp)
+        _fsync_tree(tmp)
         replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -86,14 +115,42 @@ def save_checkpoint(directory, model, tokenizer, config, schema, metrics):
 
 
 def replace_dir(new, directory):
-    """Move directory `new` to `directory`, replacing an earlier one."""
+    """Move directory `new` to `directory`, replacing an earlier one.
+
+    A process killed at any point leaves `directory` or `directory.old`
+    complete; partly deleted copies only ever carry a `.NAME.tmp-` name.
+    """
     old = directory + _OLD_SUFFIX
-    if os.path.exists(old):
-        shutil.rmtree(old)
+    discard_dir(old, directory)
     if os.path.exists(directory):
         os.replace(directory, old)
     os.replace(new, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    discard_dir(old, directory)
+
+
+def discard_dir(path, directory):
+    """Delete `path` after renaming it to a temporary name beside it."""
+    if not os.path.exists(path):
+        return
+    trash = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-",
+                             dir=os.path.dirname(os.path.abspath(directory)))
+    # Renaming a directory onto an empty one replaces it on POSIX systems.
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _fsync_tree(directory):
+    """Flush every file under `directory` to disk, so a rename publishes data.
+
+    Without it a power loss soon after the rename can leave empty files.
+    """
+    for root, _, files in os.walk(directory):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def resolve_checkpoint(directory):
@@ -147,17 +204,27 @@ def _load_checkpoint_files(directory):
     schema = read_json(os.path.join(directory, TASKS_FILE))
     encoder_dir = os.path.join(directory, ENCODER_DIR)
     encoder = load_encoder(encoder_dir)
-    model = MultiTaskErnie(encoder, schema["tasks"], schema["pooling"])
-    heads_state = paddle.load(os.path.join(directory, HEADS_FILE))
-    model.heads.set_state_dict(heads_state)
+    model = MultiTaskErnie(encoder, schema["tasks"], schema["pooling"],
+                           schema.get("features"))
+    load_head_weights(model, directory)
     model.eval()
     tokenizer = ErnieTokenizer.from_pretrained(encoder_dir)
     config = load_saved_config(os.path.join(directory, CONFIG_FILE))
-    vocabs = {t["name"]: LabelVocab(t["name"], t["labels"])
-              for t in schema["tasks"]}
+    vocabs = {t["name"]: label_encoder_from_schema(t) for t in schema["tasks"]}
     metrics_path = os.path.join(directory, METRICS_FILE)
     metrics = read_json(metrics_path) if os.path.exists(metrics_path) else {}
     return model, tokenizer, config, schema, vocabs, metrics
+
+
+def load_head_weights(model, directory):
+    """Load the heads, and the fusion layer and FeatureEncoder if any, into
+    `model` from a checkpoint directory; the encoder is loaded separately."""
+    model.heads.set_state_dict(paddle.load(os.path.join(directory, HEADS_FILE)))
+    if model.fusion is not None:
+        model.fusion.set_state_dict(
+            paddle.load(os.path.join(directory, FUSION_FILE)))
+        model.feature_encoder = FeatureEncoder.load(
+            os.path.join(directory, FEATURES_FILE))
 
 
 def load_saved_config(path):

@@ -4,9 +4,7 @@ import dataclasses
 import logging
 import os
 
-import numpy as np
-
-from ..data import MISSING, prepare_data
+from ..data import prepare_data
 from ..errors import ConfigError, DataError
 from ..runtime import set_num_threads
 from ..tokenizer import TextEncoder
@@ -27,10 +25,16 @@ def evaluate_checkpoint(checkpoint, config=None, splits=("valid", "test")):
     model, tokenizer, saved_config, schema, vocabs, saved = load_checkpoint(
         checkpoint)
     config = config or saved_config
+    if model.feature_encoder is None and config.features.columns:
+        raise ConfigError(f"checkpoint {checkpoint} was trained without "
+                          "structured features, but the config lists "
+                          f"features {config.features.columns}; remove the "
+                          "features section")
     checkpoint_tasks = [t["name"] for t in schema["tasks"]]
     config = _tasks_in_checkpoint_order(config, checkpoint_tasks, checkpoint)
     set_num_threads(config.train.num_threads)
-    data = prepare_data(config, splits=splits, vocabs=vocabs)
+    data = prepare_data(config, splits=splits, vocabs=vocabs,
+                        features=model.feature_encoder)
     if not data.splits:
         requested = " or ".join(splits)
         raise DataError(f"no rows to evaluate: the config gives no {requested} "
@@ -42,10 +46,10 @@ def evaluate_checkpoint(checkpoint, config=None, splits=("valid", "test")):
     results = {}
     for name, split in data.splits.items():
         encoded, _ = text_encoder.encode(split.texts)
-        labels = _labels_in_checkpoint_order(split.labels, config_tasks,
-                                             checkpoint_tasks)
-        scores = evaluate(model, encoded, labels, schema["tasks"],
-                          config.train.eval_batch_size, text_encoder.pad_id)
+        # Tasks the config leaves out have no labels and are not reported.
+        scores = evaluate(model, encoded, split.labels, schema["tasks"],
+                          config.train.eval_batch_size, text_encoder.pad_id,
+                          split.numeric_features, split.categorical_features)
         results[name] = {task: scores[task] for task in config_tasks}
     logger.info("evaluated %s on %s", os.path.abspath(checkpoint),
                 sorted(results))
@@ -71,20 +75,6 @@ def _tasks_in_checkpoint_order(config, checkpoint_tasks, checkpoint):
                        "stratified its split, so the validation and test rows "
                        "differ from the training run's", checkpoint_tasks[0])
     return dataclasses.replace(config, tasks=tasks)
-
-
-def _labels_in_checkpoint_order(labels, config_tasks, checkpoint_tasks):
-    """Reorder label columns from the config's task order to the model's.
-
-    The model returns logits in the checkpoint's task order, while the data
-    has one label column per config task, in the config's order. A task the
-    config leaves out gets MISSING labels.
-    """
-    ordered = np.full((len(labels), len(checkpoint_tasks)), MISSING,
-                      dtype=labels.dtype)
-    for j, name in enumerate(config_tasks):
-        ordered[:, checkpoint_tasks.index(name)] = labels[:, j]
-    return ordered
 
 
 def max_difference(results, saved):

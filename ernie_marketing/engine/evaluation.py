@@ -5,7 +5,8 @@ import paddle
 
 from ..data.batching import pad_batch, sorted_batches
 from ..errors import UserError
-from ..metrics import probabilities, task_scores
+from ..metrics import task_scores
+from ..predictions import predict_tasks
 
 
 class NonFiniteOutputError(UserError):
@@ -13,18 +14,22 @@ class NonFiniteOutputError(UserError):
 
 
 @paddle.no_grad()
-def predict_logits(model, encoded, batch_size, pad_id):
+def predict_logits(model, encoded, batch_size, pad_id, numeric_features=None,
+                   categorical_features=None):
     """Return each task's logits for `encoded` rows, in input order.
 
     Rows are batched by length to limit padding; the model must be in eval
-    mode for the result not to depend on the batching.
+    mode for the result not to depend on the batching. The feature arrays,
+    when the model takes them, have one row per encoded text.
     """
     lengths = [len(ids) for ids in encoded]
     outputs = None
     for index in sorted_batches(lengths, batch_size):
         input_ids, token_type_ids = pad_batch([encoded[i] for i in index], pad_id)
         logits = model(paddle.to_tensor(input_ids),
-                       paddle.to_tensor(token_type_ids))
+                       paddle.to_tensor(token_type_ids),
+                       **feature_tensors(index, numeric_features,
+                                         categorical_features))
         if outputs is None:
             outputs = [np.zeros((len(encoded), t.shape[-1]), dtype=np.float32)
                        for t in logits]
@@ -33,11 +38,28 @@ def predict_logits(model, encoded, batch_size, pad_id):
     return outputs
 
 
-def evaluate(model, encoded, labels, tasks, batch_size, pad_id):
-    """Return {task name: {metric: value}} on labelled rows of each task."""
+def feature_tensors(index, numeric_features=None, categorical_features=None):
+    """Return the forward keyword arguments for the feature rows `index`."""
+    inputs = {}
+    if numeric_features is not None:
+        inputs["numeric_features"] = paddle.to_tensor(numeric_features[index])
+    if categorical_features is not None:
+        inputs["categorical_features"] = paddle.to_tensor(
+            categorical_features[index])
+    return inputs
+
+
+def evaluate(model, encoded, labels, tasks, batch_size, pad_id,
+             numeric_features=None, categorical_features=None):
+    """Return {task name: {metric: value}} on labelled rows of each task.
+
+    `labels` maps task names to encoded labels; a task missing from it is
+    scored as unlabelled (count 0, NaN metrics).
+    """
     was_training = model.training
     model.eval()
-    logits = predict_logits(model, encoded, batch_size, pad_id)
+    logits = predict_logits(model, encoded, batch_size, pad_id,
+                            numeric_features, categorical_features)
     if was_training:
         model.train()
     bad_rows = np.zeros(len(encoded), dtype=bool)
@@ -47,10 +69,12 @@ def evaluate(model, encoded, labels, tasks, batch_size, pad_id):
         raise NonFiniteOutputError(f"the model's outputs are NaN or infinite "
                                    f"for {int(bad_rows.sum())} of "
                                    f"{len(encoded)} rows")
+    predictions = predict_tasks(tasks, logits)
     results = {}
-    for j, task in enumerate(tasks):
-        probs = probabilities(task["type"], logits[j])
-        num_classes = len(task["labels"])
-        results[task["name"]] = task_scores(task["type"], probs, labels[:, j],
-                                            num_classes)
+    for task in tasks:
+        name = task["name"]
+        task_labels = labels.get(name)
+        if task_labels is None:
+            task_labels = np.full(len(encoded), np.nan, dtype=np.float32)
+        results[name] = task_scores(task, predictions[name], task_labels)
     return results

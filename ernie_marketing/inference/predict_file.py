@@ -43,7 +43,9 @@ def predict_file(export_dir, input_path, output_path, sep=None,
     texts, ids = frame_inputs(frame, read_export(export_dir)[1]["preprocess"])
     predictor = Predictor(export_dir, **predictor_options)
     start = time.perf_counter()
-    result = join_ids(ids, predictor.predict_texts(texts, progress))
+    predictions = predictor.predict_texts(texts, progress,
+                                          *predictor.encode_features(frame))
+    result = join_ids(ids, predictions)
     seconds = time.perf_counter() - start
     write_table(result, output_path)
     summary = {"rows": len(result), "seconds": round(seconds, 3),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.batching import pad_batch, sorted_batches
+from ..data.features import FEATURES_FILE, FeatureEncoder, check_columns
 from ..data.text import build_texts
 from ..engine.checkpoint import TASKS_FILE, read_json
 from ..errors import ConfigError, DataError
@@ -82,7 +83,9 @@ class Predictor:
     """An exported multi-task model behind a Paddle Inference predictor.
 
     Texts are tokenized as in training, batched in order of length to limit
-    padding, and returned in input order. Keyword options are those of
+    padding, and returned in input order. A model trained with structured
+    features reads them from the table given to `predict_frame`, encoded
+    with the export's features.json. Keyword options are those of
     `resolve_settings`.
     """
 
@@ -95,6 +98,7 @@ class Predictor:
         self.batch_size = self.settings.batch_size
         self.text_encoder = TextEncoder(_load_tokenizer(export_dir, self.manifest),
                                         self.preprocess["max_length"])
+        self.feature_encoder = _load_feature_encoder(export_dir, self.schema)
         config = inference_config(find_model_files(export_dir, self.manifest),
                                   self.settings, self.preprocess["max_length"])
         self._create(config)
@@ -130,18 +134,40 @@ class Predictor:
                         len(encoded), self.text_encoder.max_length)
         return encoded
 
-    def run_batch(self, input_ids, token_type_ids):
+    def encode_features(self, frame):
+        """Return (numeric_features, categorical_features) for `frame`'s rows.
+
+        Both are None for a model without structured features.
+        """
+        if self.feature_encoder is None:
+            return None, None
+        return self.feature_encoder.transform(frame, "input")
+
+    def run_batch(self, input_ids, token_type_ids, numeric_features=None,
+                  categorical_features=None):
         """Return each task's logits for one padded batch."""
-        arrays = {"input_ids": input_ids, "token_type_ids": token_type_ids}
+        arrays = {"input_ids": input_ids, "token_type_ids": token_type_ids,
+                  "numeric_features": numeric_features,
+                  "categorical_features": categorical_features}
         for name, handle in self._inputs.items():
+            if arrays[name] is None:
+                raise ConfigError(
+                    f"the model in {self.export_dir} reads {name} from the "
+                    f"feature columns {self.preprocess.get('feature_columns')}; "
+                    "predict a table with predict_frame or `ernie-marketing "
+                    "infer`")
             handle.reshape(arrays[name].shape)
             handle.copy_from_cpu(arrays[name])
         self._predictor.run()
         return [self._predictor.get_output_handle(name).copy_to_cpu()
                 for name in self._output_names]
 
-    def predict_logits(self, encoded, progress=False):
-        """Return each task's logits [rows, outputs] for `encoded`, in input order."""
+    def predict_logits(self, encoded, progress=False, numeric_features=None,
+                       categorical_features=None):
+        """Return each task's logits [rows, outputs] for `encoded`, in input order.
+
+        The feature arrays, when the model reads them, have one row per text.
+        """
         pad_id = self.text_encoder.pad_id
         outputs = [np.zeros((len(encoded), task["num_outputs"]), np.float32)
                    for task in self.tasks]
@@ -150,8 +176,10 @@ class Predictor:
         for index in batches:
             input_ids, token_type_ids = pad_batch([encoded[i] for i in index],
                                                   pad_id)
-            for task, out, logits in zip(self.tasks, outputs,
-                                         self.run_batch(input_ids, token_type_ids)):
+            features = [None if array is None else array[index]
+                        for array in (numeric_features, categorical_features)]
+            batch_logits = self.run_batch(input_ids, token_type_ids, *features)
+            for task, out, logits in zip(self.tasks, outputs, batch_logits):
                 if logits.shape[-1] != out.shape[1]:
                     raise ConfigError(
                         f"the model in {self.export_dir} gives {logits.shape[-1]} "
@@ -164,29 +192,37 @@ class Predictor:
             bar.close()
         return outputs
 
-    def predict_texts(self, texts, progress=False):
-        """Return a DataFrame of labels and probabilities, one row per text."""
-        logits = self.predict_logits(self.encode(list(texts)), progress)
+    def predict_texts(self, texts, progress=False, numeric_features=None,
+                      categorical_features=None):
+        """Return a DataFrame of predictions (see `decode_outputs`), one row
+        per text; the feature arrays are those of `encode_features`."""
+        logits = self.predict_logits(self.encode(list(texts)), progress,
+                                     numeric_features, categorical_features)
         return decode_outputs(self.tasks, logits)
 
     def predict_frame(self, frame, progress=False):
         """Return row ids and predictions for a table read with `read_table`.
 
-        The text is built from the columns named at export. The row id is the
+        The text is built from the columns named at export, and structured
+        features from the export's feature columns. The row id is the
         export's `id_column`, or the row number from 0 when it has none.
         """
         texts, ids = frame_inputs(frame, self.preprocess)
-        return join_ids(ids, self.predict_texts(texts, progress))
+        predictions = self.predict_texts(texts, progress,
+                                         *self.encode_features(frame))
+        return join_ids(ids, predictions)
 
 
 def frame_inputs(frame, preprocess):
     """Return the texts and a one-column DataFrame of row ids of `frame`.
 
-    Raises DataError for a missing text or id column, before any model work.
+    Raises DataError for a missing text, feature or id column, before any
+    model work.
     """
     import pandas as pd
 
     texts, _ = build_texts(frame, types.SimpleNamespace(**preprocess))
+    check_columns(frame, preprocess.get("feature_columns", []), "the input")
     id_column = preprocess.get("id_column")
     if id_column is None:
         return texts.tolist(), pd.DataFrame({ROW_ID_COLUMN: np.arange(len(frame))})
@@ -289,7 +325,7 @@ def _enable_tensorrt(config, batch_size, max_length):
     # documents TensorRT for PIR (.json) programs through
     # `paddle.tensorrt.convert`; this older subgraph API may serve only
     # .pdmodel programs. The shape ranges cover the batches `predict_logits`
-    # feeds.
+    # feeds, but only of the text inputs, not of the feature inputs.
     from paddle import inference
 
     config.enable_tensorrt_engine(
@@ -307,6 +343,16 @@ def available_cores():
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def _load_feature_encoder(export_dir, schema):
+    if not schema.get("features"):
+        return None
+    path = os.path.join(export_dir, FEATURES_FILE)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{export_dir} has a model with structured features "
+                          f"but no {FEATURES_FILE}; export it again")
+    return FeatureEncoder.load(path)
 
 
 def _load_tokenizer(export_dir, manifest):

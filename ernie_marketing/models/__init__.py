@@ -1,5 +1,6 @@
 """The shared-encoder multi-task model."""
 
+from .fusion import FeatureFusion
 from .multitask import (
                         MultiTaskErnie,
                         TaskHead,
@@ -8,5 +9,5 @@ from .multitask import (
                         num_outputs,
 )
 
-__all__ = ["MultiTaskErnie", "TaskHead", "build_encoder", "load_encoder",
-           "num_outputs"]
+__all__ = ["FeatureFusion", "MultiTaskErnie", "TaskHead", "build_encoder",
+           "load_encoder", "num_outputs"]

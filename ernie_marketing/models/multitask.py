@@ -7,13 +7,22 @@ import paddle
 import paddle.nn as nn
 
 from ..errors import ConfigError
+from .fusion import FeatureFusion
 
 logger = logging.getLogger(__name__)
 
 
 def num_outputs(task_type, num_labels):
-    """Return the logits a head produces: one for binary, one per class otherwise."""
-    return 1 if task_type == "binary" else num_labels
+    """Return the outputs of a task's head.
+
+    One for binary and regression, two for zero_inflated (the logit of
+    P(y > 0) and the standardised amount), else one per class, label or item.
+    """
+    if task_type in ("binary", "regression"):
+        return 1
+    if task_type == "zero_inflated":
+        return 2
+    return num_labels
 
 
 class TaskHead(nn.Layer):
@@ -36,17 +45,31 @@ class TaskHead(nn.Layer):
 class MultiTaskErnie(nn.Layer):
     """A shared `ErnieModel` whose pooled text representation feeds every head.
 
+    With `feature_spec` (from `FeatureEncoder.model_spec`), a `FeatureFusion`
+    layer first combines the text representation with the structured
+    inputs; without it the heads read the text representation directly.
     `forward` returns one logits tensor per task, in `task_names` order, so
     the layer traces to a static graph with plain tensor outputs.
     """
 
-    def __init__(self, encoder, task_specs, pooling="cls"):
+    def __init__(self, encoder, task_specs, pooling="cls", feature_spec=None):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
         self.task_names = [spec["name"] for spec in task_specs]
         self.pad_token_id = encoder.config.pad_token_id
         hidden = encoder.config.hidden_size
+        self.fusion = None
+        if feature_spec:
+            self.fusion = FeatureFusion(
+                hidden, feature_spec["num_numeric"],
+                feature_spec["vocab_sizes"], feature_spec["embedding_dim"],
+                feature_spec["fusion"], feature_spec["hidden_size"],
+                feature_spec["dropout"])
+            hidden = self.fusion.output_size
+        # The FeatureEncoder whose outputs this model reads; checkpoints
+        # save it as features.json.
+        self.feature_encoder = None
         self.heads = nn.LayerDict({
             spec["name"]: TaskHead(hidden, spec["num_outputs"],
                                    spec.get("hidden_size", 0),
@@ -54,7 +77,15 @@ class MultiTaskErnie(nn.Layer):
             for spec in task_specs
         })
 
-    def forward(self, input_ids, token_type_ids=None):
+    def forward(self, input_ids, token_type_ids=None, numeric_features=None,
+                categorical_features=None):
+        """Return each task's logits.
+
+        `numeric_features` float32 [batch, numeric inputs] and
+        `categorical_features` int64 [batch, categorical columns] are
+        required exactly when the model was built with such features.
+        """
+        self._check_feature_inputs(numeric_features, categorical_features)
         attention_mask = (input_ids != self.pad_token_id).astype("float32")
         # ErnieModel wants an additive mask broadcast over heads and queries.
         additive_mask = ((1.0 - attention_mask) * -1e4).unsqueeze([1, 2])
@@ -67,7 +98,25 @@ class MultiTaskErnie(nn.Layer):
             features = summed / weights.sum(axis=1).clip(min=1.0)
         else:
             features = pooled_output
+        if self.fusion is not None:
+            features = self.fusion(features, numeric_features,
+                                   categorical_features)
         return tuple(self.heads[name](features) for name in self.task_names)
+
+    def _check_feature_inputs(self, numeric_features, categorical_features):
+        needs_numeric = self.fusion is not None and self.fusion.num_numeric > 0
+        needs_categorical = (self.fusion is not None
+                             and len(self.fusion.embeddings) > 0)
+        for name, value, expected in (
+                ("numeric_features", numeric_features, needs_numeric),
+                ("categorical_features", categorical_features,
+                 needs_categorical)):
+            if expected and value is None:
+                raise ValueError(f"the model was trained with {name}; pass "
+                                 "them to forward")
+            if not expected and value is not None:
+                raise ValueError(f"the model was trained without {name}; "
+                                 "do not pass them")
 
     def save_heads(self, path):
         paddle.save(self.heads.state_dict(), path)
