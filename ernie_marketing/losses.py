@@ -12,45 +12,47 @@ import paddle.nn.functional as F
 from .data.labels import MISSING
 
 
-def masked_task_loss(task, logits, labels, parent_log_probs=None):
+def masked_task_loss(task, logits, labels, parent_log_probs=None,
+                     divisor=None):
     """Return the mean loss of one task over its labelled rows and their count.
 
     `task` is the task's entry in tasks.json (at least `type`; `target`,
     `loss` and `huber_delta` for regression types). `parent_log_probs` is
     (log P(parent), log(1 - P(parent))) for a task chained on a parent,
-    from `chained_log_probs`.
+    from `chained_log_probs`. `divisor` is passed to `masked_mean`.
     """
     kind = task["type"]
     if kind == "binary":
-        return _binary_loss(logits, labels, parent_log_probs)
+        return _binary_loss(logits, labels, parent_log_probs, divisor)
     if kind == "multiclass":
         mask = labels != MISSING
         safe = paddle.where(mask, labels, paddle.zeros_like(labels))
         per_row = F.cross_entropy(logits, safe.unsqueeze(-1),
                                   reduction="none").squeeze(-1)
-        return masked_mean(per_row, mask)
+        return masked_mean(per_row, mask, divisor)
     if kind == "multilabel":
         mask = labels[:, 0] != MISSING
         per_row = F.binary_cross_entropy_with_logits(
             logits, labels.clip(min=0.0), reduction="none").mean(axis=-1)
-        return masked_mean(per_row, mask)
+        return masked_mean(per_row, mask, divisor)
     if kind == "ranking":
-        return _ranking_loss(logits, labels)
+        return _ranking_loss(logits, labels, divisor)
     if kind == "regression":
         mask = ~paddle.isnan(labels)
         residual = logits[:, 0] - _standardise(task, labels, mask)
-        return masked_mean(_regression_per_row(task, residual), mask)
+        return masked_mean(_regression_per_row(task, residual), mask, divisor)
     if kind == "zero_inflated":
-        return _zero_inflated_loss(task, logits, labels)
+        return _zero_inflated_loss(task, logits, labels, divisor)
     raise ValueError(f"unknown task type {kind!r}")
 
 
-def multitask_loss(tasks, weights, logits, labels):
+def multitask_loss(tasks, weights, logits, labels, divisor=None):
     """Return the weighted total loss and each task's (loss, labelled count).
 
     `tasks` are tasks.json entries, `logits` one tensor per task in the same
     order, and `labels` a mapping from task name to that task's label
     tensor. The per-task losses are unweighted, keyed by task name.
+    `divisor` is passed to `masked_mean`.
     """
     by_name = {task["name"]: (task, task_logits)
                for task, task_logits in zip(tasks, logits)}
@@ -60,7 +62,7 @@ def multitask_loss(tasks, weights, logits, labels):
         parent = task.get("parent")
         prior = chained_log_probs(parent, by_name) if parent else None
         loss, count = masked_task_loss(task, task_logits, labels[task["name"]],
-                                       prior)
+                                       prior, divisor)
         task_losses[task["name"]] = (loss, count)
         total = total + weight * loss
     return total, task_losses
@@ -91,15 +93,23 @@ def _child_log_probs(parent_log_probs, logit):
     return parent_log_p + log_sigmoid, log_not_p + log_sigmoid
 
 
-def masked_mean(per_row, mask):
-    """Return the mean of `per_row` where `mask` is true, and the count."""
+def masked_mean(per_row, mask, divisor=None):
+    """Return the mean of `per_row` where `mask` is true, and the count.
+
+    With `divisor`, a function of the count, the masked sum is divided by
+    `divisor(count)` instead. Data-parallel training passes
+    `ProcessGroup.loss_divisor`, which makes a rank's loss its share of the
+    mean over the whole global batch.
+    """
     weights = mask.astype(per_row.dtype)
     count = weights.sum()
     total = (per_row * weights).sum()
+    if divisor is not None:
+        return total / divisor(count), count
     return total / count.clip(min=1.0), count
 
 
-def _binary_loss(logits, labels, parent_log_probs):
+def _binary_loss(logits, labels, parent_log_probs, divisor=None):
     mask = labels != MISSING
     target = paddle.where(mask, labels, paddle.zeros_like(labels)).astype(
         "float32")
@@ -107,14 +117,14 @@ def _binary_loss(logits, labels, parent_log_probs):
     if parent_log_probs is None:
         per_row = F.binary_cross_entropy_with_logits(logit, target,
                                                      reduction="none")
-        return masked_mean(per_row, mask)
+        return masked_mean(per_row, mask, divisor)
     # ESMM: the label is compared with P(parent) x P(task | parent).
     log_p, log_not_p = _child_log_probs(parent_log_probs, logit)
     per_row = -(target * log_p + (1.0 - target) * log_not_p)
-    return masked_mean(per_row, mask)
+    return masked_mean(per_row, mask, divisor)
 
 
-def _ranking_loss(logits, labels):
+def _ranking_loss(logits, labels, divisor=None):
     """Softmax cross-entropy over the item set against the relevant items.
 
     The target spreads probability 1 evenly over a row's relevant items.
@@ -124,10 +134,10 @@ def _ranking_loss(logits, labels):
     mask = (labels[:, 0] != MISSING) & (n_relevant > 0)
     target = relevant / n_relevant.clip(min=1.0).unsqueeze(-1)
     per_row = -(target * F.log_softmax(logits, axis=-1)).sum(axis=-1)
-    return masked_mean(per_row, mask)
+    return masked_mean(per_row, mask, divisor)
 
 
-def _zero_inflated_loss(task, logits, labels):
+def _zero_inflated_loss(task, logits, labels, divisor=None):
     """BCE of P(y > 0) on labelled rows plus the amount loss on rows with y > 0.
 
     Output 0 is the logit of P(y > 0); output 1 is the standardised amount
@@ -139,9 +149,10 @@ def _zero_inflated_loss(task, logits, labels):
     positive = mask & (safe > 0)
     occurrence = F.binary_cross_entropy_with_logits(
         logits[:, 0], positive.astype("float32"), reduction="none")
-    occurrence_loss, count = masked_mean(occurrence, mask)
+    occurrence_loss, count = masked_mean(occurrence, mask, divisor)
     residual = logits[:, 1] - _standardise(task, labels, positive)
-    amount_loss, _ = masked_mean(_regression_per_row(task, residual), positive)
+    amount_loss, _ = masked_mean(_regression_per_row(task, residual), positive,
+                                 divisor)
     return occurrence_loss + amount_loss, count
 
 

@@ -7,6 +7,7 @@ configs, checkpoints) under pytest's `tmp_path`.
 
 import collections
 import copy
+import glob
 import logging
 import os
 
@@ -100,6 +101,17 @@ def write_yaml(path, payload):
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(payload, f, allow_unicode=True, sort_keys=False)
     return str(path)
+
+
+def scalars(run_dir):
+    """Return {tag: [(step, value)]} from the one VisualDL file in run_dir/vdl."""
+    from visualdl import LogReader
+
+    files = glob.glob(os.path.join(run_dir, "vdl", "vdlrecords.*.log"))
+    assert len(files) == 1, files
+    reader = LogReader(file_path=files[0])
+    return {tag: [(r.id, r.value) for r in reader.get_data("scalar", tag)]
+            for tag in reader.get_tags()["scalar"]}
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ weights are bit-identical on the CPU.
 """
 
 import errno
-import glob
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ import time
 import numpy as np
 import paddle
 import pytest
-from conftest import tiny_config, write_yaml
+from conftest import scalars, tiny_config, write_yaml
 
 from ernie_marketing.config import build_config
 from ernie_marketing.engine import trainer as trainer_module
@@ -98,16 +97,6 @@ def max_difference(first, second):
             gaps.append(float(np.abs(np.asarray(a[key], dtype=np.float64)
                                      - np.asarray(b[key])).max()))
     return max(gaps)
-
-
-def scalars(run_dir):
-    from visualdl import LogReader
-
-    files = glob.glob(os.path.join(run_dir, "vdl", "vdlrecords.*.log"))
-    assert len(files) == 1, files
-    reader = LogReader(file_path=files[0])
-    return {tag: [(r.id, r.value) for r in reader.get_data("scalar", tag)]
-            for tag in reader.get_tags()["scalar"]}
 
 
 def assert_checkpoints_load(run_dir):

@@ -22,6 +22,7 @@ from ernie_marketing.data import MISSING, prepare_data
 from ernie_marketing.data.labels import (
     LabelSetVocab,
     TargetScaler,
+    label_encoder_from_schema,
     labelled_rows,
 )
 from ernie_marketing.engine.trainer import _is_improvement
@@ -467,6 +468,19 @@ def test_target_statistics():
     assert scaler.std == pytest.approx(logs.std())
     np.testing.assert_allclose(scaler.inverse(scaler.transform([3.0, 15.0])),
                                [3.0, 15.0])
+
+
+def test_inverse_clips_to_training_range():
+    # A log1p model that extrapolates far must not predict exp(huge).
+    scaler = TargetScaler.build(task_config(type="regression", log1p=True),
+                                [0.0, 3.0, 15.0])
+    far = scaler.transform([1e9])
+    np.testing.assert_allclose(scaler.inverse(far), [15.0])
+    np.testing.assert_allclose(scaler.inverse(scaler.transform([-0.5])), [0.0])
+    restored = label_encoder_from_schema(
+        {"name": "y", "type": "regression", "label_column": "y",
+         **scaler.to_dict()})
+    np.testing.assert_allclose(restored.inverse(far), [15.0])
 
 
 def test_constant_target_std_one():

@@ -57,19 +57,50 @@ _YamlLoader.add_constructor(
 
 def load_config(path, overrides=()):
     """Read a YAML config file, apply `section.key=value` overrides, validate."""
-    raw = _read_yaml(path)
-    for item in overrides:
-        _apply_override(raw, item)
-    config = build_config(raw)
+    config = build_config(read_config_mapping(path, overrides))
     _resolve_paths(config, os.path.dirname(os.path.abspath(path)))
     return config
 
 
 def build_config(raw):
     """Check a plain mapping against the schema and return a validated Config."""
-    config = _build(Config, raw, "")
+    config = build_dataclass(Config, raw)
     config.validate()
     return config
+
+
+def read_config_mapping(path, overrides=()):
+    """Read a YAML config file into a mapping and apply `-o` overrides.
+
+    Each override is `a.b.c=value`, with the value parsed as YAML. Raises
+    ConfigError for a missing, unreadable or invalid file or override.
+    """
+    raw = _read_yaml(path)
+    for item in overrides:
+        _apply_override(raw, item)
+    return raw
+
+
+def build_dataclass(cls, raw, path=""):
+    """Create dataclass `cls` from a mapping, rejecting unknown keys and types.
+
+    `path` is the dotted key of `raw` that error messages name, or "" for
+    the whole file. The result is not validated; call its `validate`.
+    """
+    return _build(cls, raw, path)
+
+
+def resolve_path(value, base_dir):
+    """Return `value`, or its path from `base_dir` when only that exists.
+
+    An absolute path, a relative path that exists from the working
+    directory, an empty string and None are returned unchanged.
+    """
+    if value and not os.path.isabs(value) and not os.path.exists(value):
+        candidate = os.path.join(base_dir, value)
+        if os.path.exists(candidate):
+            return os.path.normpath(candidate)
+    return value
 
 
 def config_to_dict(config):
@@ -310,8 +341,4 @@ def _resolve_paths(config, base_dir):
     """
     data = config.data
     for name in ("train_path", "valid_path", "test_path"):
-        value = getattr(data, name)
-        if value and not os.path.isabs(value) and not os.path.exists(value):
-            candidate = os.path.join(base_dir, value)
-            if os.path.exists(candidate):
-                setattr(data, name, os.path.normpath(candidate))
+        setattr(data, name, resolve_path(getattr(data, name), base_dir))

@@ -24,14 +24,47 @@ LabelValue = Union[int, str]
 MAX_SEED = 2**32 - 1
 
 
-def _require(condition, path, value, allowed):
+def require(condition, path, value, allowed):
+    """Raise ConfigError naming the key `path` and `value` if `condition` is false."""
     if not condition:
         raise ConfigError(f"{path}={value!r} is invalid: expected {allowed}")
 
 
-def _require_seed(path, value):
-    _require(0 <= value <= MAX_SEED, path, value,
-             f"an integer from 0 to {MAX_SEED}")
+def require_seed(path, value):
+    require(0 <= value <= MAX_SEED, path, value,
+            f"an integer from 0 to {MAX_SEED}")
+
+
+# The short names that the sections below use.
+_require = require
+_require_seed = require_seed
+
+
+def validate_train_fields(train, path, positive):
+    """Check the `train` fields that fine-tuning and pretraining share.
+
+    `positive` names the integer fields that must be at least 1.
+    """
+    for name in positive:
+        value = getattr(train, name)
+        require(value >= 1, f"{path}.{name}", value, "an integer >= 1")
+    require(train.max_steps is None or train.max_steps >= 1,
+            f"{path}.max_steps", train.max_steps, "an integer >= 1 or null")
+    require(train.learning_rate > 0, f"{path}.learning_rate",
+            train.learning_rate, "a rate > 0")
+    require(train.weight_decay >= 0, f"{path}.weight_decay",
+            train.weight_decay, "a value >= 0")
+    require(0 <= train.warmup_ratio < 1, f"{path}.warmup_ratio",
+            train.warmup_ratio, "0 <= ratio < 1")
+    require(train.max_grad_norm > 0, f"{path}.max_grad_norm",
+            train.max_grad_norm, "a norm > 0")
+    require(train.eval_steps >= 0, f"{path}.eval_steps", train.eval_steps,
+            "an integer >= 0")
+    require_seed(f"{path}.seed", train.seed)
+    require(train.num_threads is None or train.num_threads >= 1,
+            f"{path}.num_threads", train.num_threads, "an integer >= 1 or null")
+    require(train.resume != "", f"{path}.resume", train.resume,
+            "true, false or the path of a run folder or its last/ directory")
 
 
 @dataclass
@@ -428,27 +461,9 @@ class TrainConfig:
     resume: Union[bool, str] = False
 
     def validate(self, path):
-        positive = ("epochs", "batch_size", "eval_batch_size", "logging_steps",
-                    "bucket_batches")
-        for name in positive:
-            value = getattr(self, name)
-            _require(value >= 1, f"{path}.{name}", value, "an integer >= 1")
-        _require(
-            self.max_steps is None or self.max_steps >= 1,
-            f"{path}.max_steps",
-            self.max_steps,
-            "an integer >= 1 or null",
-        )
-        _require(self.learning_rate > 0, f"{path}.learning_rate",
-                 self.learning_rate, "a rate > 0")
-        _require(self.weight_decay >= 0, f"{path}.weight_decay",
-                 self.weight_decay, "a value >= 0")
-        _require(0 <= self.warmup_ratio < 1, f"{path}.warmup_ratio",
-                 self.warmup_ratio, "0 <= ratio < 1")
-        _require(self.max_grad_norm > 0, f"{path}.max_grad_norm",
-                 self.max_grad_norm, "a norm > 0")
-        _require(self.eval_steps >= 0, f"{path}.eval_steps", self.eval_steps,
-                 "an integer >= 0")
+        validate_train_fields(self, path, ("epochs", "batch_size",
+                                           "eval_batch_size", "logging_steps",
+                                           "bucket_batches"))
         _require(
             self.early_stopping_patience is None
             or self.early_stopping_patience >= 1,
@@ -456,24 +471,11 @@ class TrainConfig:
             self.early_stopping_patience,
             "an integer >= 1 or null",
         )
-        _require_seed(f"{path}.seed", self.seed)
-        _require(
-            self.num_threads is None or self.num_threads >= 1,
-            f"{path}.num_threads",
-            self.num_threads,
-            "an integer >= 1 or null",
-        )
         _require(
             self.save_steps is None or self.save_steps >= 1,
             f"{path}.save_steps",
             self.save_steps,
             "an integer >= 1 or null",
-        )
-        _require(
-            self.resume != "",
-            f"{path}.resume",
-            self.resume,
-            "true, false or the path of a run folder or its last/ directory",
         )
 
 

@@ -176,19 +176,23 @@ class TargetScaler:
     (after log1p when set) for the loss; `inverse` maps model outputs back.
     A zero_inflated task's statistics come from its positive targets only,
     because its amount output is trained on those. A constant target gets
-    standard deviation 1.
+    standard deviation 1. `inverse` clips outputs to the range of the
+    training targets (`low`, `high`, on the transformed scale), because a
+    log1p model's exp() turns a far extrapolation into an absurd amount.
     """
 
     labels = ()
 
     def __init__(self, task_name, label_column, task_type, log1p=False,
-                 mean=0.0, std=1.0):
+                 mean=0.0, std=1.0, low=None, high=None):
         self.task_name = task_name
         self.label_column = label_column
         self.task_type = task_type
         self.log1p = bool(log1p)
         self.mean = float(mean)
         self.std = float(std)
+        self.low = None if low is None else float(low)
+        self.high = None if high is None else float(high)
 
     @classmethod
     def build(cls, task, values, row_ids=None):
@@ -209,6 +213,8 @@ class TargetScaler:
         scaler.mean = float(transformed.mean())
         std = float(transformed.std())
         scaler.std = std if std > 0 else 1.0
+        scaler.low = float(transformed.min())
+        scaler.high = float(transformed.max())
         return scaler
 
     def __len__(self):
@@ -252,11 +258,14 @@ class TargetScaler:
     def inverse(self, outputs):
         """Return raw-scale values for standardised model outputs."""
         values = np.asarray(outputs, dtype=np.float64) * self.std + self.mean
+        if self.low is not None:
+            values = np.clip(values, self.low, self.high)
         return np.expm1(values) if self.log1p else values
 
     def to_dict(self):
         return {"labels": [], "target": {"log1p": self.log1p,
-                                         "mean": self.mean, "std": self.std}}
+                                         "mean": self.mean, "std": self.std,
+                                         "low": self.low, "high": self.high}}
 
 
 def build_label_encoder(task, values, row_ids=None):
@@ -277,7 +286,8 @@ def label_encoder_from_schema(task):
     if kind in REGRESSION_TYPES:
         target = task["target"]
         return TargetScaler(task["name"], task.get("label_column"), kind,
-                            target["log1p"], target["mean"], target["std"])
+                            target["log1p"], target["mean"], target["std"],
+                            target.get("low"), target.get("high"))
     return LabelVocab(task["name"], task["labels"])
 
 
@@ -293,6 +303,18 @@ def labelled_rows(labels):
     if np.issubdtype(labels.dtype, np.floating):
         return ~np.isnan(labels)
     return labels != MISSING
+
+
+def unlabelled_rows(labels, count):
+    """Return `count` rows without a label, in the layout of `labels`.
+
+    The fill is NaN for targets and MISSING for class ids and multi-hot rows,
+    so `labelled_rows` is false for every returned row.
+    """
+    labels = np.asarray(labels)
+    is_target = labels.ndim == 1 and np.issubdtype(labels.dtype, np.floating)
+    return np.full((count, *labels.shape[1:]), np.nan if is_target else MISSING,
+                   dtype=labels.dtype)
 
 
 def parse_numbers(values, what, row_ids=None, expected="a number"):

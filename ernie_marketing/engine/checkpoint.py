@@ -12,6 +12,7 @@ A checkpoint holds:
   metrics.json      evaluation metrics of this checkpoint
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -89,12 +90,7 @@ def save_checkpoint(directory, model, tokenizer, config, schema, metrics,
     a crash before the final rename leaves the previous checkpoint untouched.
     `write_extra(tmp_dir)`, if given, adds more files before the rename.
     """
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-",
-                           dir=parent)
-    os.chmod(tmp, 0o755)  # mkdtemp creates it readable by the owner only
-    try:
+    with staged_dir(directory) as tmp:
         encoder_dir = os.path.join(tmp, ENCODER_DIR)
         model.encoder.save_pretrained(encoder_dir)
         tokenizer.save_pretrained(encoder_dir)
@@ -107,7 +103,24 @@ def save_checkpoint(directory, model, tokenizer, config, schema, metrics,
             model.feature_encoder.save(os.path.join(tmp, FEATURES_FILE))
         if write_extra is not None:
             write_extra(tmp)
-        _fsync_tree(tmp)
+
+
+@contextlib.contextmanager
+def staged_dir(directory):
+    """Yield a new temporary sibling of `directory` to write its files into.
+
+    When the block ends normally, the files are flushed to disk and the
+    sibling replaces `directory` (see `replace_dir`). When it raises, the
+    sibling is deleted and `directory` is left as it was.
+    """
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-",
+                           dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp creates it readable by the owner only
+    try:
+        yield tmp
+        fsync_tree(tmp)
         replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -139,7 +152,7 @@ def discard_dir(path, directory):
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _fsync_tree(directory):
+def fsync_tree(directory):
     """Flush every file under `directory` to disk, so a rename publishes data.
 
     Without it a power loss soon after the rename can leave empty files.
@@ -151,6 +164,37 @@ def _fsync_tree(directory):
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def settle_old_copy(path, is_complete):
+    """Clean up the `path.old` copy that a save killed between renames left.
+
+    The copy is deleted when `is_complete(path)` is true, and renamed back
+    to `path` when `path` does not exist.
+    """
+    old = path + _OLD_SUFFIX
+    if not os.path.isdir(old):
+        return
+    if is_complete(path):
+        discard_dir(old, path)
+    elif not os.path.exists(path):
+        os.replace(old, path)
+        logger.warning("restored %s from %s, left by a save that was "
+                       "interrupted", path, old)
+
+
+def remove_temporary_copies(directory, names):
+    """Delete the `.NAME.tmp-` directories in `directory`, for each of `names`.
+
+    Only partly written or partly deleted copies carry such a name.
+    """
+    prefixes = tuple(f".{name}.tmp-" for name in names)
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
+        if entry.startswith(prefixes) and os.path.isdir(path):
+            shutil.rmtree(path)
+            logger.info("removed %s, left by a save that was interrupted",
+                        path)
 
 
 def resolve_checkpoint(directory):
@@ -227,11 +271,16 @@ def load_head_weights(model, directory):
             os.path.join(directory, FEATURES_FILE))
 
 
-def load_saved_config(path):
+def load_saved_config(path, build=build_config):
+    """Read a config saved by `save_config` and check it with `build`.
+
+    `build` turns the mapping into a validated config; the default builds a
+    fine-tuning Config.
+    """
     import yaml
 
     with open(path, encoding="utf-8") as f:
-        return build_config(yaml.safe_load(f))
+        return build(yaml.safe_load(f))
 
 
 def write_json(path, payload):

@@ -50,18 +50,31 @@ def feature_tensors(index, numeric_features=None, categorical_features=None):
 
 
 def evaluate(model, encoded, labels, tasks, batch_size, pad_id,
-             numeric_features=None, categorical_features=None):
+             numeric_features=None, categorical_features=None, group=None):
     """Return {task name: {metric: value}} on labelled rows of each task.
 
     `labels` maps task names to encoded labels; a task missing from it is
-    scored as unlabelled (count 0, NaN metrics).
+    scored as unlabelled (count 0, NaN metrics). With a `group` of several
+    processes, each one predicts its shard of the rows and every process
+    scores the gathered logits, so all of them return the same metrics.
     """
+    sharded = group is not None and group.distributed
+    inputs = (encoded, numeric_features, categorical_features)
+    if sharded:
+        rows = group.shard(np.arange(len(encoded)))
+        inputs = ([encoded[i] for i in rows],
+                  *(None if f is None else f[rows]
+                    for f in (numeric_features, categorical_features)))
     was_training = model.training
     model.eval()
-    logits = predict_logits(model, encoded, batch_size, pad_id,
-                            numeric_features, categorical_features)
+    logits = predict_logits(model, inputs[0], batch_size, pad_id, *inputs[1:])
     if was_training:
         model.train()
+    if sharded:
+        if logits is None:  # a shard without rows, when rows < processes
+            logits = [np.zeros((0, t["num_outputs"]), dtype=np.float32)
+                      for t in tasks]
+        logits = group.gather_rows(logits, len(encoded))
     bad_rows = np.zeros(len(encoded), dtype=bool)
     for task_logits in logits:
         bad_rows |= ~np.isfinite(task_logits).all(axis=1)

@@ -10,18 +10,22 @@ The `last` directory is a full checkpoint (see checkpoint.py), so `eval` and
                       counter, loss meter and VisualDL log position
 """
 
+import contextlib
+import io
 import logging
 import math
 import os
 import pickle
 import random
+import shutil
 import signal
+import tempfile
 import threading
 
 import numpy as np
 import paddle
 
-from ..config import config_to_dict
+from ..config import build_config, config_to_dict
 from ..errors import ConfigError
 from .checkpoint import CONFIG_FILE, is_checkpoint, load_saved_config, read_json
 
@@ -53,19 +57,22 @@ def is_resumable(directory):
         os.path.isfile(os.path.join(directory, name)) for name in _STATE_FILES)
 
 
-def find_resume_state(resume, output_dir):
+def find_resume_state(resume, output_dir, is_state=is_resumable,
+                      state_files=_STATE_FILES):
     """Return the state directory named by `train.resume`.
 
     `resume` is True (the `last` state in `output_dir`) or a path: a state
     directory, or a run folder holding `last/`. A `last.old` directory left
     by a save killed between its two renames is used when `last` is absent.
+    `is_state(directory)` returns True for a complete state, and
+    `state_files` are the file names that the error message lists.
     """
     base = output_dir if resume is True else os.path.abspath(resume)
     candidates = [base, base + ".old"] if resume is not True else []
     candidates += [os.path.join(base, LAST_DIR),
                    os.path.join(base, LAST_DIR + ".old")]
     for candidate in candidates:
-        if is_resumable(candidate):
+        if is_state(candidate):
             if candidate.endswith(".old"):
                 logger.warning("resuming from %s: a save was interrupted "
                                "before it replaced %s", candidate,
@@ -78,19 +85,22 @@ def find_resume_state(resume, output_dir):
             "train.resume, or set train.resume to a state directory")
     raise ConfigError(
         f"train.resume={resume!r}: no resumable state found there (expected "
-        f"{', '.join(_STATE_FILES)} in it or in its {LAST_DIR}/ directory); "
+        f"{', '.join(state_files)} in it or in its {LAST_DIR}/ directory); "
         "point train.resume at a run folder or its last/ directory")
 
 
-def check_resume_config(state_dir, config):
+def check_resume_config(state_dir, config, build=build_config,
+                        harmless_keys=HARMLESS_KEYS):
     """Raise ConfigError when `config` changes the result of the saved run.
 
-    Returns the saved config. Keys in HARMLESS_KEYS may differ, and
-    train.max_steps and train.epochs may grow.
+    Returns the saved config, which `build` reads from its mapping. Keys in
+    `harmless_keys` may differ, and train.max_steps and train.epochs may grow.
     """
+    import yaml
+
     try:
-        saved = load_saved_config(os.path.join(state_dir, CONFIG_FILE))
-    except (OSError, ValueError) as exc:
+        saved = load_saved_config(os.path.join(state_dir, CONFIG_FILE), build)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot resume from {state_dir}: its {CONFIG_FILE} "
                           f"cannot be read ({exc}); point train.resume at "
                           "another state") from None
@@ -99,7 +109,7 @@ def check_resume_config(state_dir, config):
     differing = []
     for key in sorted(set(old) | set(new)):
         before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
-        if before == after or key in HARMLESS_KEYS:
+        if before == after or key in harmless_keys:
             continue
         if key in GROWABLE_KEYS and _grows(before, after):
             continue
@@ -142,6 +152,88 @@ def _show(value):
         return "absent"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# Output folder and VisualDL log -------------------------------------------
+
+
+def prepare_output_dir(output, resume_dir, result_names):
+    """Create output.dir, checking what an earlier run left in it.
+
+    A folder that contains one of `result_names` (or its `.old` copy) is
+    reused only to resume the state inside it (`resume_dir`) or with
+    output.overwrite, which deletes its old `last` state so that a later
+    resume cannot pick it up. Returns the absolute path.
+    """
+    directory = os.path.abspath(output.dir)
+    resuming_here = (resume_dir is not None
+                     and os.path.dirname(resume_dir) == directory)
+    if resuming_here and output.overwrite:
+        raise ConfigError(f"train.resume continues the run in output.dir="
+                          f"{output.dir!r}, but output.overwrite=true would "
+                          "replace it; set only one of them")
+    # A save interrupted between its two renames leaves only NAME.old.
+    earlier = [os.path.join(directory, name + suffix)
+               for name in result_names for suffix in ("", ".old")]
+    for candidate in earlier:
+        if (os.path.exists(candidate) and not output.overwrite
+                and not resuming_here):
+            raise ConfigError(f"output.dir={output.dir!r} already contains "
+                              f"{candidate} from an earlier run; choose "
+                              "another output.dir, set train.resume=true to "
+                              "continue that run, or set "
+                              "output.overwrite=true to replace it")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"output.dir={output.dir!r} is a file, not a "
+                          "directory; choose another output.dir")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        # Probe with a real file, because os.access run as root ignores
+        # permission bits and reports /proc as writable.
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write to output.dir={output.dir!r}: "
+                          f"{exc.strerror or exc}; choose a writable "
+                          "directory") from None
+    if output.overwrite:
+        for name in (LAST_DIR, LAST_DIR + ".old"):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    return directory
+
+
+def open_vdl_writer(output_dir, position=None, resume_dir=None):
+    """Open a VisualDL LogWriter on `output_dir/vdl`.
+
+    `position` is the (file name, size) of the record file that the resumed
+    state in `resume_dir` saved. That file, copied from beside `resume_dir`
+    when it is missing, is cut to the saved size and appended to. Without
+    it, or when the file is shorter, the writer starts a new file.
+    """
+    from visualdl import LogWriter
+
+    logdir = os.path.join(output_dir, "vdl")
+    file_name = ""
+    if position is not None:
+        name, size = position
+        path = os.path.join(logdir, name)
+        source = os.path.join(os.path.dirname(resume_dir), "vdl", name)
+        if not os.path.exists(path) and os.path.isfile(source):
+            # Resuming into another folder continues a copy of the log.
+            os.makedirs(logdir, exist_ok=True)
+            shutil.copyfile(source, path)
+        if os.path.isfile(path) and os.path.getsize(path) >= size:
+            # Records after the saved step are cut, because the resumed
+            # run writes those steps again.
+            os.truncate(path, size)
+            file_name = name
+        else:
+            logger.warning("VisualDL record file %s is missing or shorter "
+                           "than when the state was saved; the resumed "
+                           "run writes a new one", path)
+    # VisualDL prints a notice on stdout when it appends to a file.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return LogWriter(logdir=logdir, file_name=file_name)
 
 
 # Random generators -------------------------------------------------------
@@ -210,15 +302,21 @@ def _rename(key, names):
 # Saving and loading --------------------------------------------------------
 
 
-def write_training_state(directory, model, optimizer, state):
-    """Write the resume files of one checkpoint into `directory`."""
+def write_training_state(directory, model, optimizer, state,
+                         random_state=None):
+    """Write the resume files of one checkpoint into `directory`.
+
+    `random_state` defaults to this process's `capture_random_state()`.
+    """
     from .checkpoint import write_json
 
     paddle.save(model.state_dict(), os.path.join(directory, MODEL_FILE))
     paddle.save(optimizer_state_by_structure(optimizer, model),
                 os.path.join(directory, OPTIMIZER_FILE))
+    if random_state is None:
+        random_state = capture_random_state()
     with open(os.path.join(directory, RANDOM_FILE), "wb") as f:
-        pickle.dump(capture_random_state(), f, protocol=4)
+        pickle.dump(random_state, f, protocol=4)
     write_json(os.path.join(directory, STATE_FILE),
                dict(state, version=STATE_VERSION))
 
@@ -265,29 +363,42 @@ class InterruptRequest:
 
     The training loop checks `requested` after each step, so the state it
     saves is never halfway through an optimizer update. A second SIGINT
-    raises KeyboardInterrupt at once. The handler is installed only in the
-    main thread, because Python delivers signals there alone.
+    raises KeyboardInterrupt at once. With `terminate`, SIGTERM requests a
+    stop too, and repeated SIGTERMs are ignored: paddle.distributed.launch
+    turns a Ctrl-C into up to three SIGTERMs to each training process, then
+    kills the ones still running after 30 seconds. The handlers are
+    installed only in the main thread, because Python delivers signals
+    there alone.
     """
 
-    def __init__(self):
+    def __init__(self, terminate=False):
         self.requested = False
-        self._previous = None
+        self._signals = ((signal.SIGINT, signal.SIGTERM) if terminate
+                         else (signal.SIGINT,))
+        self._previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self._signals:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc_info):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
         return False
 
     def _handle(self, signum, frame):
         if self.requested:
+            if signum == signal.SIGTERM:
+                return
             raise KeyboardInterrupt
         self.requested = True
+        if signum == signal.SIGTERM:
+            logger.warning("SIGTERM received: stopping after the current step "
+                           "and saving the resumable state")
+            return
         logger.warning("interrupt received: stopping after the current step "
                        "and saving the resumable state; press Ctrl-C again to "
                        "stop without saving")

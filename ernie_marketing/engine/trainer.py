@@ -1,8 +1,6 @@
 """Joint training of the shared encoder and task heads from a Config."""
 
-import contextlib
 import hashlib
-import io
 import logging
 import math
 import os
@@ -17,7 +15,8 @@ import paddle
 from ..config import lower_is_better, save_config
 from ..data import prepare_data
 from ..data.batching import bucketed_batches, pad_batch
-from ..errors import ConfigError, UserError
+from ..data.labels import unlabelled_rows
+from ..errors import UserError
 from ..losses import multitask_loss
 from ..metrics import selection_value
 from ..models import MultiTaskErnie, build_encoder, load_encoder
@@ -25,21 +24,26 @@ from ..runtime import set_num_threads, set_seed, setup_logging
 from ..tokenizer import TextEncoder, load_tokenizer
 from .checkpoint import (
     METRICS_FILE,
-    discard_dir,
     is_checkpoint,
+    remove_temporary_copies,
     replace_dir,
     save_checkpoint,
+    settle_old_copy,
     task_schema,
     write_json,
 )
+from .distributed import ProcessGroup
 from .evaluation import NonFiniteOutputError, evaluate, feature_tensors
 from .resume import (
     LAST_DIR,
     InterruptRequest,
+    capture_random_state,
     check_resume_config,
     find_resume_state,
     load_model_state,
     load_optimizer_state,
+    open_vdl_writer,
+    prepare_output_dir,
     read_training_state,
     restore_random_state,
     write_training_state,
@@ -48,6 +52,10 @@ from .resume import (
 logger = logging.getLogger(__name__)
 
 BEST_DIR = "best"
+# When set to a directory, every process saves its final weights there as
+# rank<N>.pdparams, before the best checkpoint is loaded; the tests compare
+# the processes of a data-parallel run with it.
+RANK_WEIGHTS_ENV = "ERNIE_MARKETING_RANK_WEIGHTS_DIR"
 
 
 def train(config):
@@ -60,6 +68,8 @@ class Trainer:
 
     def __init__(self, config):
         self.config = config
+        # The processes of a data-parallel run, or a group of one.
+        self.group = ProcessGroup.from_environment(config.train.batch_size)
         self.step = 0
         self.best_value = None
         self.best_step = None
@@ -69,6 +79,36 @@ class Trainer:
         # Step of the newest resumable state on disk; None before the first.
         self.saved_step = None
         self.resume_dir = None
+        if self.group.is_main:
+            self._open_output_dir()
+            setup_logging(os.path.join(self.output_dir, "train.log"))
+        # The other ranks look for the resumable state only after rank 0 has
+        # cleaned up partial saves in output.dir.
+        self.group.barrier()
+        if not self.group.is_main:
+            self.output_dir = os.path.abspath(config.output.dir)
+            if config.train.resume:
+                self.resume_dir = find_resume_state(config.train.resume,
+                                                    self.output_dir)
+            setup_logging(level=logging.WARNING)
+        threads = set_num_threads(config.train.num_threads
+                                  or self.group.default_num_threads())
+        set_seed(config.train.seed)
+        if self.group.is_main:
+            save_config(config, os.path.join(self.output_dir, "config.yaml"))
+        logger.info("output directory %s, %d CPU threads, paddle %s on %s",
+                    self.output_dir, threads, paddle.__version__,
+                    paddle.device.get_device())
+        if self.group.distributed:
+            logger.info("data parallel over %d processes: %d rows per "
+                        "process of each global batch of %d",
+                        self.group.world_size,
+                        config.train.batch_size // self.group.world_size,
+                        config.train.batch_size)
+
+    def _open_output_dir(self):
+        """Find the state to resume and check and prepare output.dir."""
+        config = self.config
         if config.train.resume:
             self.resume_dir = find_resume_state(
                 config.train.resume, os.path.abspath(config.output.dir))
@@ -78,13 +118,6 @@ class Trainer:
             # _prepare_output_dir renamed a last.old left by a killed save.
             self.resume_dir = find_resume_state(config.train.resume,
                                                 self.output_dir)
-        setup_logging(os.path.join(self.output_dir, "train.log"))
-        threads = set_num_threads(config.train.num_threads)
-        set_seed(config.train.seed)
-        save_config(config, os.path.join(self.output_dir, "config.yaml"))
-        logger.info("output directory %s, %d CPU threads, paddle %s on %s",
-                    self.output_dir, threads, paddle.__version__,
-                    paddle.device.get_device())
 
     def run(self):
         self._setup_data()
@@ -93,10 +126,17 @@ class Trainer:
         self._setup_position()
         if self.resume_dir is not None:
             self._restore_state()
+        # DataParallel copies rank 0's weights to the other ranks. Only the
+        # training forward pass goes through it; evaluation and checkpoints
+        # use self.model. The pooler is unused with mean pooling.
+        self.train_model = self.group.wrap(
+            self.model,
+            find_unused_parameters=self.config.model.pooling == "mean")
         with self._open_writer() as writer:
             self.writer = writer
             try:
-                with InterruptRequest() as interrupt:
+                with InterruptRequest(
+                        terminate=self.group.distributed) as interrupt:
                     self.interrupt = interrupt
                     self._train_loop()
             except KeyboardInterrupt:
@@ -112,8 +152,12 @@ class Trainer:
         config = self.config
         self.data = prepare_data(config)
         train_texts = self.data.splits["train"].texts
-        self.tokenizer = load_tokenizer(
-            config, os.path.join(self.output_dir, "tokenizer"), train_texts)
+        if self.group.is_main:
+            self.tokenizer = load_tokenizer(
+                config, os.path.join(self.output_dir, "tokenizer"), train_texts)
+        else:
+            with tempfile.TemporaryDirectory() as work_dir:
+                self.tokenizer = load_tokenizer(config, work_dir, train_texts)
         self.text_encoder = TextEncoder(self.tokenizer, config.tokenizer.max_length)
         self.encoded = {}
         for name, split in self.data.splits.items():
@@ -121,13 +165,27 @@ class Trainer:
             self.data.stats.setdefault("truncated", {})[name] = truncated
             logger.info("%s: %d of %d texts truncated to %d tokens", name,
                         truncated, len(split), config.tokenizer.max_length)
+        self._check_same_data()
         self.schema = task_schema(config, self.data.vocabs, self.data.features)
-        write_json(os.path.join(self.output_dir, "tasks.json"), self.schema)
+        if self.group.is_main:
+            write_json(os.path.join(self.output_dir, "tasks.json"), self.schema)
         self.task_weights = [t.weight for t in config.tasks]
         if "valid" not in self.data.splits:
             logger.warning("no validation rows (data.split=%s, data.valid_path="
                            "%s): the best checkpoint is chosen on the training "
                            "split", config.data.split, config.data.valid_path)
+
+    def _check_same_data(self):
+        """Raise UserError unless every rank encoded the same training rows."""
+        if not self.group.distributed:
+            return
+        fingerprints = self.group.gather_objects(self._train_fingerprint())
+        if any(f != fingerprints[0] for f in fingerprints):
+            rows = [f["rows"] for f in fingerprints]
+            raise UserError(
+                f"the training processes read different training data (rows "
+                f"per rank: {rows}, or other texts or vocabularies); give "
+                "every machine the same data files, config and vocabulary")
 
     def _setup_model(self):
         config = self.config
@@ -137,6 +195,10 @@ class Trainer:
                                     config.model.pooling,
                                     self.schema["features"])
         self.model.feature_encoder = self.data.features
+        if self.group.rank > 0:
+            # Every rank built the same weights from train.seed; each of the
+            # others now draws its own dropout masks.
+            paddle.seed(config.train.seed + self.group.rank)
         n_params = sum(int(np.prod(p.shape)) for p in self.model.parameters())
         logger.info("model: %d parameters, heads %s", n_params,
                     {t["name"]: t["num_outputs"] for t in self.schema["tasks"]})
@@ -172,8 +234,9 @@ class Trainer:
         train_cfg = self.config.train
         lengths = [len(ids) for ids in self.encoded["train"]]
         self.model.train()
-        progress = _progress_bar(train_cfg.progress_bar, self.total_steps,
-                                 self.step)
+        progress = _progress_bar(
+            train_cfg.progress_bar if self.group.is_main else "off",
+            self.total_steps, self.step)
         stop = self.stopped_early or self.step >= self.total_steps
         while not stop:
             # The generator state before the draw is saved with each state,
@@ -194,10 +257,10 @@ class Trainer:
                 if self.step % self.eval_every == 0 or stop:
                     self.stopped_early = self._evaluate_and_select()
                     stop = stop or self.stopped_early
-                if (self.step % self.save_every == 0 or stop
-                        or self.interrupt.requested):
+                interrupted = self._interrupt_requested()
+                if self.step % self.save_every == 0 or stop or interrupted:
                     self._save_last()
-                if self.interrupt.requested:
+                if interrupted:
                     raise KeyboardInterrupt
                 if stop:
                     break
@@ -208,27 +271,62 @@ class Trainer:
             progress.close()
 
     def _train_step(self, index):
+        """Train on the global batch `index`; return its losses and counts.
+
+        Each rank trains on its shard of the rows. The returned values are
+        over the whole global batch, summed across ranks.
+        """
         split = self.data.splits["train"]
+        rows = self.group.shard(index)
+        labels = {name: values[rows] for name, values in split.labels.items()}
+        if len(rows) == 0:
+            # A last batch with fewer rows than ranks leaves this rank none,
+            # but every rank must join each gradient average. One row
+            # without labels has a zero loss and a zero gradient.
+            rows = index[:1]
+            labels = {name: unlabelled_rows(values, 1)
+                      for name, values in split.labels.items()}
         input_ids, token_type_ids = pad_batch(
-            [self.encoded["train"][i] for i in index], self.text_encoder.pad_id)
-        labels = {name: paddle.to_tensor(values[index])
-                  for name, values in split.labels.items()}
-        logits = self.model(paddle.to_tensor(input_ids),
-                            paddle.to_tensor(token_type_ids),
-                            **feature_tensors(index, split.numeric_features,
-                                              split.categorical_features))
-        total, task_losses = multitask_loss(self.schema["tasks"],
-                                            self.task_weights, logits, labels)
-        if not math.isfinite(float(total)):
+            [self.encoded["train"][i] for i in rows], self.text_encoder.pad_id)
+        logits = self.train_model(
+            paddle.to_tensor(input_ids), paddle.to_tensor(token_type_ids),
+            **feature_tensors(rows, split.numeric_features,
+                              split.categorical_features))
+        total, task_losses = multitask_loss(
+            self.schema["tasks"], self.task_weights, logits,
+            {name: paddle.to_tensor(values) for name, values in labels.items()},
+            self.group.loss_divisor if self.group.distributed else None)
+
+        # One sum across ranks gives every rank the global losses and counts
+        # and any rank's stop request, so all ranks stop at the same step.
+        losses = [float(loss) for loss, _ in task_losses.values()]
+        counts = [int(count) for _, count in task_losses.values()]
+        summed = self.group.sum([float(total), *losses, *counts,
+                                 float(self.interrupt.requested)])
+        world_size, n_tasks = self.group.world_size, len(losses)
+        global_total = summed[0] / world_size
+        self.interrupt_agreed = bool(summed[-1])
+        if not math.isfinite(global_total):
             # Raised before backward(), so the weights stay as they were.
-            raise self._diverged(f"the training loss is {float(total)}",
+            raise self._diverged(f"the training loss is {global_total}",
                                  self.step + 1)
         total.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.clear_grad()
-        return float(total), [(float(loss), int(count))
-                              for loss, count in task_losses.values()]
+        return global_total, [
+            (summed[1 + j] / world_size, int(summed[1 + n_tasks + j]))
+            for j in range(n_tasks)]
+
+    def _interrupt_requested(self):
+        """Return True when the run must save and stop after this step.
+
+        With several ranks, a request counts once any rank had it at the
+        current step's loss sum, so that every rank saves the same step.
+        """
+        if self.group.distributed:
+            return self.interrupt_agreed
+        return self.interrupt.requested
 
     def _log_train(self, meter):
         total, task_losses, counts, rate = meter.flush()
@@ -254,6 +352,9 @@ class Trainer:
                     self.writer.add_scalar(f"eval/{task}/{name}", value, self.step)
         value = selection_value(metrics, self.config.train.metric,
                                 {t["name"]: t for t in self.schema["tasks"]})
+        # Every rank scored the same gathered logits; rank 0's value decides
+        # selection and early stopping on all of them.
+        value = float(self.group.broadcast([value])[0])
         self.writer.add_scalar("eval/selection_metric", value, self.step)
         logger.info("eval at step %d on %s: %s; %s=%.4f", self.step, split_name,
                     _format_metrics(metrics), self.config.train.metric, value)
@@ -288,7 +389,7 @@ class Trainer:
                             self.schema["tasks"],
                             self.config.train.eval_batch_size,
                             self.text_encoder.pad_id, split.numeric_features,
-                            split.categorical_features)
+                            split.categorical_features, self.group)
         except NonFiniteOutputError as exc:
             raise self._diverged(str(exc), self.step) from None
 
@@ -315,6 +416,8 @@ class Trainer:
                 f"{last_dir}; continue with -o train.resume=true")
 
     def _save_best(self, split_name, metrics):
+        if not self.group.is_main:
+            return
         payload = {"step": self.step, "selection_metric": self.config.train.metric,
                    "selection_value": self.best_value, split_name: metrics}
         path = os.path.join(self.output_dir, BEST_DIR)
@@ -342,11 +445,20 @@ class Trainer:
         self.meter = _LossMeter(self.config.tasks)
         self.vdl_position = None
         self.interrupt = InterruptRequest()
+        self.interrupt_agreed = False
 
     def _save_last(self):
         """Save the resumable state to output.dir/last, replacing the older one."""
         if self.saved_step == self.step:
             return
+        # Each rank draws its own dropout masks, so every rank's generators
+        # are saved; rank 0 writes the files.
+        random_states = self.group.gather_objects(capture_random_state())
+        if self.group.is_main:
+            self._write_last(random_states)
+        self.saved_step = self.step
+
+    def _write_last(self, random_states):
         path = os.path.join(self.output_dir, LAST_DIR)
         self.writer.flush()
         state = {
@@ -364,10 +476,15 @@ class Trainer:
             "loss_meter": self.meter.state(),
             "vdl_file": os.path.basename(self.writer.file_name),
             "vdl_size": os.path.getsize(self.writer.file_name),
+            "world_size": self.group.world_size,
         }
+        random_state = random_states[0]
+        if self.group.distributed:
+            random_state = dict(random_state, ranks=random_states)
 
         def write_state(directory):
-            write_training_state(directory, self.model, self.optimizer, state)
+            write_training_state(directory, self.model, self.optimizer, state,
+                                 random_state)
 
         try:
             save_checkpoint(path, self.model, self.tokenizer, self.config,
@@ -382,7 +499,6 @@ class Trainer:
                             f"{path} at step {self.step}: "
                             f"{exc.strerror or exc}; free disk space or "
                             f"choose another output.dir; {previous}") from None
-        self.saved_step = self.step
         logger.info("saved the resumable state (step %d) to %s", self.step,
                     path)
 
@@ -413,7 +529,7 @@ class Trainer:
         load_model_state(self.model, model_state, directory)
         load_optimizer_state(self.optimizer, self.model, optimizer_state,
                              directory)
-        restore_random_state(random_state)
+        self._restore_random_state(random_state, state.get("world_size", 1))
 
         # Data position, model selection and logging.
         self.step = self.saved_step = state["step"]
@@ -438,9 +554,23 @@ class Trainer:
                     "epoch) saved in %s", self.step, self.total_steps,
                     self.epoch, self.batch_in_epoch, directory)
 
+    def _restore_random_state(self, saved, saved_world_size):
+        """Restore this rank's generators from a saved random state."""
+        world_size, rank = self.group.world_size, self.group.rank
+        if saved_world_size == world_size:
+            restore_random_state(saved["ranks"][rank] if "ranks" in saved
+                                 else saved)
+            return
+        logger.warning("the state was saved by %d training processes and "
+                       "this run has %d, so dropout masks differ from those "
+                       "of an uninterrupted run", saved_world_size, world_size)
+        restore_random_state(saved)
+        if rank > 0:
+            paddle.seed(self.config.train.seed + rank)
+
     def _restore_best(self, state_dir):
         """Make output.dir/best the best checkpoint of the resumed run."""
-        if self.best_step is None:
+        if self.best_step is None or not self.group.is_main:
             return
         best = os.path.join(self.output_dir, BEST_DIR)
         source = os.path.join(os.path.dirname(state_dir), BEST_DIR)
@@ -460,41 +590,28 @@ class Trainer:
 
     def _open_writer(self):
         """Open the VisualDL writer, continuing the resumed run's record file."""
-        from visualdl import LogWriter
-
-        logdir = os.path.join(self.output_dir, "vdl")
-        file_name = ""
-        if self.vdl_position is not None:
-            name, size = self.vdl_position
-            path = os.path.join(logdir, name)
-            source = os.path.join(os.path.dirname(self.resume_dir), "vdl", name)
-            if not os.path.exists(path) and os.path.isfile(source):
-                # Resuming into another folder continues a copy of the log.
-                os.makedirs(logdir, exist_ok=True)
-                shutil.copyfile(source, path)
-            if os.path.isfile(path) and os.path.getsize(path) >= size:
-                # Records after the saved step are cut, because the resumed
-                # run writes those steps again.
-                os.truncate(path, size)
-                file_name = name
-            else:
-                logger.warning("VisualDL record file %s is missing or shorter "
-                               "than when the state was saved; the resumed "
-                               "run writes a new one", path)
-        # VisualDL prints a notice on stdout when it appends to a file.
-        with contextlib.redirect_stdout(io.StringIO()):
-            return LogWriter(logdir=logdir, file_name=file_name)
+        if not self.group.is_main:
+            return _NullWriter()
+        return open_vdl_writer(self.output_dir, self.vdl_position,
+                               self.resume_dir)
 
     # Final evaluation ------------------------------------------------------
 
     def _finish(self):
         best_dir = os.path.join(self.output_dir, BEST_DIR)
+        weights_dir = os.environ.get(RANK_WEIGHTS_ENV)
+        if weights_dir:
+            paddle.save(self.model.state_dict(), os.path.join(
+                weights_dir, f"rank{self.group.rank}.pdparams"))
         if self.best_step != self.step:
             from .checkpoint import ENCODER_DIR, load_head_weights
 
-            best_encoder = load_encoder(os.path.join(best_dir, ENCODER_DIR))
-            self.model.encoder.set_state_dict(best_encoder.state_dict())
-            load_head_weights(self.model, best_dir)
+            if self.group.is_main:
+                best_encoder = load_encoder(os.path.join(best_dir, ENCODER_DIR))
+                self.model.encoder.set_state_dict(best_encoder.state_dict())
+                load_head_weights(self.model, best_dir)
+            # Only rank 0 reads best/, so output.dir need not be shared.
+            self.group.broadcast_parameters(self.model)
         result = {"best_step": self.best_step, "steps": self.step,
                   "selection_metric": self.config.train.metric,
                   "selection_value": self.best_value,
@@ -509,12 +626,30 @@ class Trainer:
                         if metric != "count" and value == value:
                             self.writer.add_scalar(f"{name}/{task}/{metric}",
                                                    value, self.best_step)
+        if not self.group.is_main:
+            return result
         write_json(os.path.join(best_dir, METRICS_FILE), result)
         write_json(os.path.join(self.output_dir, METRICS_FILE), result)
         logger.info("metrics written to %s; VisualDL logs: visualdl --logdir %s",
                     os.path.join(self.output_dir, METRICS_FILE),
                     os.path.join(self.output_dir, "vdl"))
         return result
+
+
+class _NullWriter:
+    """Stands in for the VisualDL LogWriter on ranks other than 0."""
+
+    def add_scalar(self, *args, **kwargs):
+        pass
+
+    def flush(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
 
 
 class _LossMeter:
@@ -570,76 +705,18 @@ class _LossMeter:
 
 
 def _prepare_output_dir(output, resume_dir=None):
-    """Create output.dir, checking what an earlier run left in it.
+    """Create output.dir and clean up the partial saves of a resumed run.
 
-    A folder with checkpoints is reused only to resume the state inside it
-    (`resume_dir`) or with output.overwrite, which deletes its old
-    resumable state so that a later resume cannot pick it up.
+    See `prepare_output_dir` for which earlier results are rejected.
     """
-    directory = os.path.abspath(output.dir)
+    directory = prepare_output_dir(output, resume_dir, (BEST_DIR, LAST_DIR))
     resuming_here = (resume_dir is not None
                      and os.path.dirname(resume_dir) == directory)
-    if resuming_here and output.overwrite:
-        raise ConfigError(f"train.resume continues the run in output.dir="
-                          f"{output.dir!r}, but output.overwrite=true would "
-                          "replace it; set only one of them")
-    # A save interrupted between its two renames leaves only NAME.old.
-    earlier = [os.path.join(directory, name + suffix)
-               for name in (BEST_DIR, LAST_DIR) for suffix in ("", ".old")]
-    for candidate in earlier:
-        if (os.path.exists(candidate) and not output.overwrite
-                and not resuming_here):
-            raise ConfigError(f"output.dir={output.dir!r} already contains a "
-                              f"checkpoint ({candidate}); choose another "
-                              "output.dir, set train.resume=true to continue "
-                              "that run, or set output.overwrite=true to "
-                              "replace it")
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise ConfigError(f"output.dir={output.dir!r} is a file, not a "
-                          "directory; choose another output.dir")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        # Probe with a real file, because os.access run as root ignores
-        # permission bits and reports /proc as writable.
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot write to output.dir={output.dir!r}: "
-                          f"{exc.strerror or exc}; choose a writable "
-                          "directory") from None
-    if output.overwrite:
-        for name in (LAST_DIR, LAST_DIR + ".old"):
-            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
     if output.overwrite or resuming_here:
-        _remove_partial_saves(directory)
+        for name in (BEST_DIR, LAST_DIR):
+            settle_old_copy(os.path.join(directory, name), is_checkpoint)
+        remove_temporary_copies(directory, (BEST_DIR, LAST_DIR))
     return directory
-
-
-def _remove_partial_saves(directory):
-    """Clean up after a save that was killed midway.
-
-    A `NAME.old` copy is deleted when NAME is complete, and renamed back to
-    NAME when it is the only copy. Temporary `.NAME.tmp-` directories, which
-    only partial copies carry, are deleted.
-    """
-    for base in (BEST_DIR, LAST_DIR):
-        path = os.path.join(directory, base)
-        old = path + ".old"
-        if not os.path.isdir(old):
-            continue
-        if is_checkpoint(path):
-            discard_dir(old, path)
-        elif not os.path.exists(path):
-            os.replace(old, path)
-            logger.warning("restored %s from %s, left by a save that was "
-                           "interrupted", path, old)
-    for name in os.listdir(directory):
-        path = os.path.join(directory, name)
-        if (name.startswith((f".{BEST_DIR}.tmp-", f".{LAST_DIR}.tmp-"))
-                and os.path.isdir(path)):
-            shutil.rmtree(path)
-            logger.info("removed %s, left by a save that was interrupted",
-                        path)
 
 
 def _is_improvement(value, best, lower_is_better=False):
