@@ -18,6 +18,8 @@ setup(
     install_requires=[
         "paddlepaddle>=3.0",
         "paddlenlp>=3.0.0b4",
+        # Word segmentation for knowledge masking, also installed by PaddleNLP.
+        "jieba>=0.42",
         "aistudio-sdk<0.3",
         "datasets>=3.2,<3.3",
         "pyarrow<18",
@@ -25,11 +27,15 @@ setup(
         "pandas>=2.0",
         "pyyaml>=6.0",
         "scikit-learn>=1.3",
+        # scipy.optimize.milp (HiGHS) solves the exact allocation.
+        "scipy>=1.9",
+        "matplotlib>=3.5",
         "tqdm>=4.60",
         "visualdl>=2.5",
     ],
     extras_require={
-        "test": ["pytest>=7.0", "ruff==0.8.6"],
+        # selenium drives the system Chromium in the report test.
+        "test": ["pytest>=7.0", "ruff==0.8.6", "selenium>=4.10"],
     },
     entry_points={
         "console_scripts": ["ernie-marketing=ernie_marketing.cli:main"],

@@ -42,6 +42,12 @@ def _build_parser():
     _add_config_args(train, required=True)
     train.set_defaults(handler=_run_train)
 
+    pretrain = commands.add_parser(
+        "pretrain", help="continue or start ERNIE pretraining on unlabeled "
+        "text (masked language modelling with knowledge masking)")
+    _add_config_args(pretrain, required=True)
+    pretrain.set_defaults(handler=_run_pretrain)
+
     evaluate = commands.add_parser(
         "eval", help="re-evaluate a checkpoint on the validation and test splits")
     _add_config_args(evaluate, required=False)
@@ -63,7 +69,75 @@ def _build_parser():
         "infer", help="predict a CSV/JSONL/Parquet file with an exported model")
     _add_infer_args(infer)
     infer.set_defaults(handler=_run_infer)
+
+    decide = commands.add_parser(
+        "decide", help="choose an action per customer from predicted outcomes "
+        "and write a decision file and an HTML report")
+    _add_decide_args(decide)
+    decide.set_defaults(handler=_run_decide)
+
+    quickstart = commands.add_parser(
+        "quickstart", help="generate a Chinese shop dataset, train a small "
+        "ERNIE on it, predict every offer, decide and report, offline")
+    _add_quickstart_args(quickstart)
+    quickstart.set_defaults(handler=_run_quickstart)
     return parser
+
+
+def _add_quickstart_args(parser):
+    parser.add_argument("--output", default="outputs/quickstart", metavar="DIR",
+                        help="folder for the data, model, decisions and "
+                        "report; an earlier quickstart there is replaced "
+                        "(default: outputs/quickstart)")
+    parser.add_argument("--rows", type=int, default=12000,
+                        help="customers to generate, at least 1000 "
+                        "(default: 12000)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data generator (default: 0)")
+    parser.add_argument("--config", help="training config (default: "
+                        "configs/quickstart.yaml of the repository)")
+    parser.add_argument("--decision-config", help="decision config (default: "
+                        "configs/decision/quickstart.yaml of the repository)")
+    parser.add_argument("-o", "--override", action="append", default=[],
+                        nargs="+", metavar="KEY=VALUE",
+                        help="override a training config value, e.g. -o "
+                        "train.epochs=1")
+
+
+def _add_decide_args(parser):
+    parser.add_argument("-c", "--config", required=True,
+                        help="decision config (actions, costs, outcome "
+                        "values, constraints), e.g. "
+                        "configs/decision/hillstrom.yaml")
+    parser.add_argument("-o", "--override", action="append", default=[],
+                        nargs="+", metavar="KEY=VALUE",
+                        help="override a decision config value, e.g. -o "
+                        "decision.budget=500 decision.actions.1.capacity=100 "
+                        "(values are parsed as YAML)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions",
+                        help="table with one <outcome>@<action> column per "
+                        "outcome and action; with the observed treatment and "
+                        "outcome columns the decisions are also evaluated")
+    source.add_argument("--model", metavar="EXPORT_DIR",
+                        help="exported model that takes the treatment as an "
+                        "input; predicts --data under every action")
+    parser.add_argument("--data", help="customers to predict with --model")
+    parser.add_argument("--output", required=True,
+                        help="decision file; .csv, .tsv, .jsonl or .parquet "
+                        "sets the format")
+    parser.add_argument("--report", metavar="DIR",
+                        help="report directory (default: report/ beside "
+                        "--output)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="maximum total expected cost, in the units of the "
+                        "costs (default: decision.budget)")
+    parser.add_argument("--train-data",
+                        help="training rows with the treatment and outcomes; "
+                        "adds the T-learner gradient-boosting baseline")
+    parser.add_argument("--truth",
+                        help="true expected outcomes in the predictions' "
+                        "layout, e.g. from the quickstart data generator")
 
 
 def _add_infer_args(parser):
@@ -116,15 +190,25 @@ def _load(args):
 
 
 def _run_train(args):
+    from .engine.distributed import launched_rank
     from .engine.trainer import train
 
     result = train(_load(args))
+    if launched_rank() != 0:
+        return  # rank 0 prints the summary of a data-parallel run
     summary = {k: result[k] for k in ("best_step", "selection_metric",
                                       "selection_value")}
     for split in ("valid", "test"):
         if split in result:
             summary[split] = result[split]
     print(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
+def _run_pretrain(args):
+    from .pretrain import load_pretrain_config, pretrain
+
+    config = load_pretrain_config(args.config, _overrides(args))
+    print(json.dumps(pretrain(config), ensure_ascii=False, indent=2))
 
 
 def _run_eval(args):
@@ -182,6 +266,64 @@ def _run_infer(args):
         num_threads=args.threads, onednn=onednn, precision=args.precision,
         tensorrt=args.tensorrt, batch_size=args.batch_size)
     print(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
+def _run_decide(args):
+    from .decision.command import read_input, run_decide
+    from .decision.config import load_decision_config
+    from .inference.writers import check_output_path
+
+    overrides = _overrides(args)
+    if args.budget is not None:
+        overrides.append(f"decision.budget={args.budget!r}")
+    config = load_decision_config(args.config, overrides)
+    check_output_path(args.output)
+    if args.model is not None:
+        if args.data is None:
+            raise UserError("--model needs --data, the customers to predict")
+        predictions = _predict_actions(args.model, read_input(args.data,
+                                                              "--data"), config)
+    else:
+        if args.data is not None:
+            raise UserError("--data goes with --model; a --predictions file "
+                            "must contain the observed columns itself")
+        predictions = read_input(args.predictions, "--predictions")
+    train = read_input(args.train_data, "--train-data") if args.train_data \
+        else None
+    truth = read_input(args.truth, "--truth") if args.truth else None
+    report = args.report or os.path.join(
+        os.path.dirname(os.path.abspath(args.output)), "report")
+    summary = run_decide(config, predictions, args.output, report, train, truth)
+    print(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
+def _run_quickstart(args):
+    from .decision.quickstart import format_summary, run_quickstart
+
+    if args.rows < 1000:
+        raise UserError(f"--rows {args.rows} is too few: the quickstart needs "
+                        "at least 1000 customers to train and evaluate")
+    if not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed {args.seed} is invalid: expected an integer "
+                        f"from 0 to {2**32 - 1}")
+    summary = run_quickstart(args.output, args.rows, args.seed, args.config,
+                             args.decision_config, _overrides(args))
+    print(format_summary(summary))
+
+
+def _predict_actions(export_dir, frame, config):
+    """Return `frame` with every outcome predicted under every action."""
+    import pandas as pd
+
+    from .decision.counterfactual import predict_actions
+    from .inference import Predictor
+
+    predictor = Predictor(export_dir)
+    predicted = predict_actions(predictor, frame, config.treatment_column,
+                                config.action_names,
+                                [o.name for o in config.outcomes])
+    return pd.concat([frame.reset_index(drop=True),
+                      predicted.drop(columns=predicted.columns[0])], axis=1)
 
 
 def _quiet_libraries():

@@ -1,0 +1,33 @@
+"""Load the decision settings: a YAML file with one `decision` section."""
+
+import os
+
+from ..config.loader import _apply_override, _build, _read_yaml
+from ..config.schema import DecisionConfig
+from ..errors import ConfigError
+
+SECTION = "decision"
+
+
+def load_decision_config(path, overrides=()):
+    """Read a decision YAML file, apply `decision.key=value` overrides, validate."""
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            if not f.read().strip():
+                raise ConfigError(f"decision config {path} is empty; it needs "
+                                  "a `decision:` section")
+    raw = _read_yaml(path)
+    for item in overrides:
+        _apply_override(raw, item)
+    return build_decision_config(raw, path)
+
+
+def build_decision_config(raw, source="decision config"):
+    """Check a mapping {"decision": {...}} and return a validated DecisionConfig."""
+    unknown = sorted(set(raw) - {SECTION})
+    if unknown or SECTION not in raw:
+        raise ConfigError(f"{source} must contain only a `{SECTION}:` section; "
+                          f"found keys {sorted(raw)}")
+    config = _build(DecisionConfig, raw[SECTION], SECTION)
+    config.validate(SECTION)
+    return config
