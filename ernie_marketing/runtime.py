@@ -91,3 +91,9 @@ def _quiet_paddlenlp():
     except ImportError:
         return
     paddlenlp_logger.set_level("WARNING")
+
+
+def visualdl_command():
+    """Return how to start VisualDL: the one beside this Python, if any."""
+    beside = os.path.join(os.path.dirname(sys.executable), "visualdl")
+    return beside if os.path.isfile(beside) else "visualdl"

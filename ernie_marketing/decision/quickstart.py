@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..data.readers import read_table
 from ..inference.writers import write_table
+from ..runtime import visualdl_command
 from . import synthetic
 from .command import run_decide
 from .config import load_decision_config
@@ -116,8 +117,9 @@ def format_summary(summary):
     """Return the lines the quickstart prints: where things are and the values."""
     lines = [
         f"finished in {summary['minutes']:.1f} minutes",
-        f"VisualDL logs: {summary['visualdl']} (view with: visualdl --logdir "
-        f"{summary['visualdl']} --host 127.0.0.1)",
+        f"VisualDL logs: {summary['visualdl']} (view with: "
+        f"{visualdl_command()} --logdir {summary['visualdl']} "
+        "--host 127.0.0.1)",
         f"report: {summary['report']}",
         f"decisions: {summary['decisions']}",
         "value per test customer in yuan (margin minus coupon costs): true "
