@@ -11,12 +11,15 @@ Each numeric column that had missing values in training also gets a 0/1
 indicator input that is 1 where the value was missing, so the model can
 tell an imputed mean from a real one. A column with no missing training
 value has no indicator; a missing value there at prediction time is still
-imputed, and counted in the log.
+imputed, and counted in the log. A value too far from the training mean
+to standardise as float32 (such as 1e300 against a mean of 250) is an
+error.
 
 Categorical columns become ids into a vocabulary built from training. Id 0
 is for a value unseen in training or seen fewer than
 `features.min_frequency` times, and id 1 for a missing value. The known
-values get ids from 2, most frequent first.
+values get ids from 2, most frequent first. A categorical column with no
+value in training is an error, like an empty numeric column.
 """
 
 import json
@@ -71,14 +74,19 @@ class FeatureEncoder:
                 raise DataError(f"numeric feature column {column!r} is empty "
                                 "in the training split; fill it or remove it "
                                 "from features.numeric")
-            means.append(float(present.mean()))
-            std = float(present.std())
+            mean, std = _mean_and_std(present)
+            means.append(mean)
             stds.append(std if std > 0 else 1.0)
             if present.size < values.size:
                 indicators.append(column)
-        vocabularies = [
-            _vocabulary(frame[column], feature_config.min_frequency)
-            for column in feature_config.categorical]
+        vocabularies = []
+        for column in feature_config.categorical:
+            vocabulary = _vocabulary(frame[column], feature_config.min_frequency)
+            if not vocabulary and frame[column].map(normalize_label).isna().all():
+                raise DataError(f"categorical feature column {column!r} is "
+                                "empty in the training split; fill it or "
+                                "remove it from features.categorical")
+            vocabularies.append(vocabulary)
         encoder = cls(feature_config.numeric, feature_config.categorical,
                       means, stds, indicators, vocabularies)
         encoder._log_fit(frame)
@@ -112,8 +120,11 @@ class FeatureEncoder:
         for j, column in enumerate(self.numeric):
             values = _numeric_column(frame, column, row_ids)
             missing = np.isnan(values)
-            scaled[:, j] = np.where(missing, 0.0,
+            standardized = np.where(missing, 0.0,
                                     (values - self.means[j]) / self.stds[j])
+            _check_float32(standardized, values, column, split_name, row_ids,
+                           self.means[j], self.stds[j])
+            scaled[:, j] = standardized
             if column in self.indicators:
                 flags.append(missing.astype(np.float32))
             elif missing.any():
@@ -190,8 +201,9 @@ def check_columns(frame, columns, where):
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"feature column(s) {missing} not found in {where}; "
-                        f"the file has columns {list(frame.columns)}; add them "
-                        "or fix features.numeric and features.categorical"
+                        f"the file has columns {list(frame.columns)}; add them to "
+                        "the file, or fix features.numeric and "
+                        "features.categorical and train again"
                         f"{separator_hint(frame)}")
 
 
@@ -200,6 +212,39 @@ def _numeric_column(frame, column, row_ids):
         frame[column].tolist(), f"numeric feature column {column!r}", row_ids,
         "a number or an empty cell; list a text column under "
         "features.categorical instead")
+
+
+def _mean_and_std(values):
+    """Return the mean and standard deviation of finite float64 `values`.
+
+    Both are computed on values divided by their largest magnitude, so
+    magnitudes near the float64 limit (1e300) do not overflow to inf.
+    """
+    scale = float(np.abs(values).max())
+    if scale == 0.0:
+        return 0.0, 0.0
+    unit = values / scale
+    return float(unit.mean()) * scale, float(unit.std()) * scale
+
+
+def _check_float32(standardized, values, column, split_name, row_ids, mean,
+                   std):
+    """Raise DataError for values whose standardised form overflows float32."""
+    # Inputs are float32, so a larger standardised value becomes inf, then
+    # NaN in every prediction of its row.
+    limit = float(np.finfo(np.float32).max)
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~(np.abs(standardized) <= limit))
+    if bad.size == 0:
+        return
+    shown = ", ".join(
+        f"row {row_ids[i] if row_ids is not None else i} = {values[i]:g}"
+        for i in bad[:5])
+    raise DataError(f"{split_name}: numeric feature column {column!r} has "
+                    f"{bad.size} values too far from the training mean "
+                    f"{mean:g} (std {std:g}) to standardise as float32, e.g. "
+                    f"{shown}; fix those cells, or rescale the column (e.g. "
+                    "log) and train again")
 
 
 def _vocabulary(values, min_frequency):

@@ -12,6 +12,7 @@ A missing label is MISSING (-1) in a class id, a row of MISSING in a
 multi-hot array, and NaN in a target.
 """
 
+import logging
 import math
 
 import numpy as np
@@ -19,6 +20,8 @@ import pandas as pd
 
 from ..config.schema import REGRESSION_TYPES, SET_TYPES
 from ..errors import DataError
+
+logger = logging.getLogger(__name__)
 
 MISSING = -1
 _BINARY_POSITIVES = {
@@ -132,6 +135,11 @@ class LabelSetVocab:
             raise DataError(f"task {task.name!r}: column {task.label_column!r} "
                             f"has one item {present} in the training split; "
                             "a ranking task needs at least 2 candidate items")
+        if task.type == "ranking" and max(task.top_k) >= len(present):
+            logger.warning("task %s: top_k=%s reaches the %d candidate items, "
+                           "so recall@%d is 1 for every row; lower "
+                           "tasks.%s.top_k", task.name, task.top_k,
+                           len(present), max(task.top_k), task.name)
         return cls(task.name, present, task.label_separator)
 
     def __len__(self):
@@ -198,7 +206,8 @@ class TargetScaler:
     def build(cls, task, values, row_ids=None):
         scaler = cls(task.name, task.label_column, task.type, task.log1p)
         targets, _ = scaler.encode(values, row_ids=row_ids)
-        present = targets[~np.isnan(targets)]
+        # float64, because the square of a float32 target can overflow.
+        present = targets[~np.isnan(targets)].astype(np.float64)
         if present.size == 0:
             raise _no_labels_error(task)
         if task.type == "zero_inflated":
@@ -230,7 +239,22 @@ class TargetScaler:
                                 f"{self.label_column!r}", row_ids,
                                 "a number or an empty cell")
         self._check_negative(targets, row_ids)
+        self._check_float32(targets, row_ids)
         return targets.astype(np.float32), {}
+
+    def _check_float32(self, targets, row_ids):
+        # Targets are stored as float32, where a larger value becomes inf
+        # and turns the loss into NaN.
+        limit = float(np.finfo(np.float32).max)
+        too_large = np.flatnonzero(np.abs(targets) > limit)
+        if too_large.size == 0:
+            return
+        first = too_large[0]
+        row = row_ids[first] if row_ids is not None else first
+        raise DataError(f"task {self.task_name!r}: column {self.label_column!r} "
+                        f"has {too_large.size} values beyond the float32 "
+                        f"range of +-{limit:.3g} (first: row {row} = "
+                        f"{targets[first]:g}); fix them or rescale the column")
 
     def _check_negative(self, targets, row_ids):
         if not (self.log1p or self.task_type == "zero_inflated"):

@@ -61,6 +61,11 @@ def customer_table(log, config, path):
     history = log[log["date"] <= cutoff]
     window = log[(log["date"] > cutoff) & (log["date"] <= horizon_end)]
     table = _history_features(history, cutoff, config)
+    if table.empty:
+        raise DataError(f"no customer in {path} has a purchase on or before "
+                        f"data.transactions.cutoff={config.cutoff!r} (rows "
+                        "with negative amounts are refunds, not purchases); "
+                        "choose a later cutoff or check the amounts")
     table = _add_outcomes(table, window)
     table[HISTORY_TEXT] = _history_texts(table, config)
 

@@ -10,7 +10,7 @@ from ..data.readers import read_table
 from ..errors import DataError
 from ..inference.writers import check_output_path, write_table
 from .pipeline import decide, decision_table, evaluate
-from .report import write_report
+from .report import check_report_target, write_report
 from .tlearner import TLearner
 from .values import ValueModel
 
@@ -30,6 +30,9 @@ def run_decide(config, predictions, output, report_dir, train=None, truth=None,
     values. Returns a JSON-ready summary, also saved in the report folder.
     """
     check_output_path(output)
+    # A bad report path found after the decision file is written would
+    # leave a decision file without its report.
+    check_report_target(report_dir)
     _check_columns(config, predictions)
     decision = decide(config, predictions)
     # Evaluate before writing anything, so bad evaluation columns leave no

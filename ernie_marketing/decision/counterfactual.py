@@ -6,9 +6,11 @@ what would happen under another action when that column is overwritten.
 """
 
 import logging
+import types
 
 import pandas as pd
 
+from ..data.text import text_source_columns
 from ..errors import ConfigError, DataError
 from .values import column_name
 
@@ -44,6 +46,7 @@ def predict_actions(predictor, frame, treatment_column, actions, outcomes,
         raise DataError(f"treatment column {treatment_column!r} not found; the "
                         f"file has columns {list(frame.columns)}; the model "
                         "must take the action as an input")
+    _check_treatment_input(predictor, treatment_column)
     tasks = {task["name"]: task for task in predictor.tasks}
     unknown = [o for o in outcomes if o not in tasks]
     if unknown:
@@ -68,3 +71,26 @@ def predict_actions(predictor, frame, treatment_column, actions, outcomes,
         logger.info("predicted %d customers under action %r", len(frame),
                     action)
     return pd.DataFrame(columns)
+
+
+def _check_treatment_input(predictor, treatment_column):
+    """Raise ConfigError when the model reads the treatment column nowhere.
+
+    Such a model predicts the same outcomes under every action, so every
+    decision would rest on the action costs alone.
+    """
+    preprocess = getattr(predictor, "preprocess", None)
+    if preprocess is None:
+        return
+    text_columns = text_source_columns(types.SimpleNamespace(
+        text_template=preprocess.get("text_template"),
+        text_columns=preprocess.get("text_columns", [])))
+    inputs = text_columns + list(preprocess.get("feature_columns", []))
+    if treatment_column not in inputs:
+        raise ConfigError(f"the model does not take the treatment column "
+                          f"{treatment_column!r} as an input: its text comes "
+                          f"from {text_columns} and its features are "
+                          f"{preprocess.get('feature_columns', [])}, so it "
+                          "predicts the same outcomes under every action; "
+                          "train with the treatment column in "
+                          "features.categorical or data.text_template")

@@ -42,7 +42,7 @@ def write_report(report_dir, decision, evaluation=None, title="Decisions"):
     An existing `report_dir` is replaced only when it contains an earlier
     report (an index.html) or is empty.
     """
-    _check_target(report_dir)
+    check_report_target(report_dir)
     parent = os.path.dirname(os.path.abspath(report_dir))
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, f".{os.path.basename(report_dir)}"
@@ -61,7 +61,8 @@ def write_report(report_dir, decision, evaluation=None, title="Decisions"):
     return path
 
 
-def _check_target(report_dir):
+def check_report_target(report_dir):
+    """Raise ConfigError when `report_dir` cannot take a report."""
     if os.path.isfile(report_dir):
         raise ConfigError(f"report path {report_dir} is a file; give a "
                           "directory for the report")
