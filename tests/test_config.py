@@ -509,3 +509,15 @@ def test_cli_not_utf8_config_one_line(tmp_path, capsys):
     assert code == 2
     assert len(lines) == 1
     assert lines[0].startswith("error: ")
+
+
+def test_unquoted_dates_stay_text(tmp_path):
+    # YAML 1.1 would build a date from 1997-09-30 and fail with a traceback
+    # on the impossible 1997-02-30.
+    from ernie_marketing.config.loader import _apply_override
+
+    raw = {"data": {}}
+    _apply_override(raw, "data.cutoff=1997-02-30")
+    assert raw["data"]["cutoff"] == "1997-02-30"
+    _apply_override(raw, "data.cutoff=1997-09-30")
+    assert raw["data"]["cutoff"] == "1997-09-30"

@@ -266,11 +266,11 @@ def test_config_rejects(tmp_path, key, value, expected):
         build_config(transactions_raw(tmp_path, **{key: value}))
 
 
-def test_config_unquoted_date_hint(tmp_path):
+def test_config_unquoted_date_read_as_text(tmp_path):
     raw = transactions_raw(tmp_path, cutoff=datetime.date(2020, 1, 31))
     path = write_yaml(tmp_path / "c.yaml", raw)
-    with pytest.raises(ConfigError, match="quote the value"):
-        load_config(path)
+    config = load_config(path)
+    assert config.data.transactions.cutoff == "2020-01-31"
 
 
 def test_config_missing_customer_column(tmp_path):

@@ -16,12 +16,20 @@ _MISSING = dataclasses.MISSING
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """A SafeLoader that also reads `5e-5` as a float.
+    """A SafeLoader that also reads `5e-5` as a float and keeps dates as text.
 
     PyYAML follows YAML 1.1, where a float needs a dot, so it reads `5e-5`
-    as the string "5e-5"; YAML 1.2 and Python read it as a number.
+    as the string "5e-5"; YAML 1.2 and Python read it as a number. YAML 1.1
+    also turns an unquoted 1997-09-30 into a date and fails with a traceback
+    on 1997-02-30, so dates stay strings for the schema to check.
     """
 
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers
+            if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 _YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
