@@ -257,6 +257,35 @@ class EncoderConfig:
 
 
 @dataclass
+class SharingConfig:
+    """Sharing of the encoder's (fused) representation among the task heads.
+
+    "hard": every head reads the same representation. "mmoe": shared
+    experts and one softmax gate per task. "ple": shared and task-owned
+    experts in `num_levels` stacked extraction levels.
+    """
+
+    type: Literal["hard", "mmoe", "ple"] = "hard"
+    # Shared experts of "mmoe".
+    num_experts: int = 4
+    # Output width of every expert; the task heads read this width.
+    expert_hidden_size: int = 256
+    # Shared experts and experts per task in each "ple" level.
+    num_shared_experts: int = 2
+    num_task_experts: int = 1
+    num_levels: int = 2
+    dropout: float = 0.1
+
+    def validate(self, path):
+        for name in ("num_experts", "expert_hidden_size", "num_shared_experts",
+                     "num_task_experts", "num_levels"):
+            value = getattr(self, name)
+            _require(value >= 1, f"{path}.{name}", value, "an integer >= 1")
+        _require(0 <= self.dropout < 1, f"{path}.dropout", self.dropout,
+                 "0 <= p < 1")
+
+
+@dataclass
 class ModelConfig:
     """The shared encoder and how its output feeds the task heads."""
 
@@ -267,9 +296,11 @@ class ModelConfig:
     pooling: Literal["cls", "mean"] = "cls"
     # A checkpoint directory to evaluate or export.
     checkpoint: Optional[str] = None
+    sharing: SharingConfig = field(default_factory=SharingConfig)
 
     def validate(self, path):
         self.encoder.validate(f"{path}.encoder")
+        self.sharing.validate(f"{path}.sharing")
 
 
 @dataclass
@@ -425,6 +456,33 @@ class FeatureConfig:
 
 
 @dataclass
+class LossWeightingConfig:
+    """Combination of the per-task losses into the loss to backward.
+
+    "fixed" uses `tasks[].weight`; the other methods start from those
+    weights (see ernie_marketing/weighting.py for each method).
+    """
+
+    method: Literal["fixed", "uncertainty", "dwa", "gradnorm",
+                    "pcgrad"] = "fixed"
+    # DWA softmax temperature T; a larger T gives more even weights.
+    temperature: float = 2.0
+    # GradNorm asymmetry alpha; a larger alpha pulls harder on tasks that
+    # train slowly.
+    alpha: float = 1.5
+    # Step size of GradNorm's updates to the weights.
+    gradnorm_learning_rate: float = 0.025
+
+    def validate(self, path):
+        _require(self.temperature > 0, f"{path}.temperature", self.temperature,
+                 "a temperature > 0")
+        _require(self.alpha >= 0, f"{path}.alpha", self.alpha, "alpha >= 0")
+        _require(self.gradnorm_learning_rate > 0,
+                 f"{path}.gradnorm_learning_rate",
+                 self.gradnorm_learning_rate, "a step size > 0")
+
+
+@dataclass
 class TrainConfig:
     """Optimisation, evaluation and stopping."""
 
@@ -452,6 +510,11 @@ class TrainConfig:
     # CPU threads for math; null uses every core.
     num_threads: Optional[int] = None
     progress_bar: Literal["auto", "on", "off"] = "auto"
+    # Train the encoder's linear and attention layers with the CPU backward
+    # passes of models/cpu_kernels.py; "auto" uses them on the CPU.
+    # NOTE: off by default until they are faster in the training benchmark
+    # and safe with every loss weighting (GradNorm and PCGrad crashed).
+    cpu_fast_kernels: Literal["auto", "on", "off"] = "off"
     # Save the resumable state (output.dir/last) every this many steps;
     # null uses the evaluation interval. It is also saved at the end and on
     # Ctrl-C.
@@ -459,11 +522,19 @@ class TrainConfig:
     # true resumes from output.dir/last; a path resumes from that state
     # directory (or from the `last` directory inside that run folder).
     resume: Union[bool, str] = False
+    loss_weighting: LossWeightingConfig = field(
+        default_factory=LossWeightingConfig)
+    # A task loss that is NaN or infinite: "abort" stops the run, "skip"
+    # drops the batch without an update. Either way the error or warning
+    # names the task and the batch's row ids, and the batch changes no
+    # weights or checkpoints.
+    on_nonfinite_loss: Literal["abort", "skip"] = "abort"
 
     def validate(self, path):
         validate_train_fields(self, path, ("epochs", "batch_size",
                                            "eval_batch_size", "logging_steps",
                                            "bucket_batches"))
+        self.loss_weighting.validate(f"{path}.loss_weighting")
         _require(
             self.early_stopping_patience is None
             or self.early_stopping_patience >= 1,

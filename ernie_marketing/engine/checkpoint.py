@@ -6,6 +6,7 @@ A checkpoint holds:
   heads.pdparams    the task heads' parameters
   fusion.pdparams   the feature embeddings and fusion layer, only with
                     structured features
+  sharing.pdparams  the experts and gates, only with MMoE or PLE sharing
   features.json     the fitted FeatureEncoder, only with structured features
   tasks.json        task schema, label maps and preprocessing settings
   config.yaml       the resolved run config
@@ -13,6 +14,7 @@ A checkpoint holds:
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 ENCODER_DIR = "encoder"
 HEADS_FILE = "heads.pdparams"
 FUSION_FILE = "fusion.pdparams"
+SHARING_FILE = "sharing.pdparams"
 TASKS_FILE = "tasks.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -59,6 +62,9 @@ def task_schema(config, vocabs, features=None):
         "pooling": config.model.pooling,
         "features": (features.model_spec(config.features)
                      if features is not None else None),
+        # None means hard sharing, which has no layer of its own.
+        "sharing": (dataclasses.asdict(config.model.sharing)
+                    if config.model.sharing.type != "hard" else None),
     }
 
 
@@ -101,6 +107,9 @@ def save_checkpoint(directory, model, tokenizer, config, schema, metrics,
         if model.fusion is not None:
             paddle.save(model.fusion.state_dict(), os.path.join(tmp, FUSION_FILE))
             model.feature_encoder.save(os.path.join(tmp, FEATURES_FILE))
+        if model.sharing is not None:
+            paddle.save(model.sharing.state_dict(),
+                        os.path.join(tmp, SHARING_FILE))
         if write_extra is not None:
             write_extra(tmp)
 
@@ -249,7 +258,7 @@ def _load_checkpoint_files(directory):
     encoder_dir = os.path.join(directory, ENCODER_DIR)
     encoder = load_encoder(encoder_dir)
     model = MultiTaskErnie(encoder, schema["tasks"], schema["pooling"],
-                           schema.get("features"))
+                           schema.get("features"), schema.get("sharing"))
     load_head_weights(model, directory)
     model.eval()
     tokenizer = ErnieTokenizer.from_pretrained(encoder_dir)
@@ -261,9 +270,13 @@ def _load_checkpoint_files(directory):
 
 
 def load_head_weights(model, directory):
-    """Load the heads, and the fusion layer and FeatureEncoder if any, into
-    `model` from a checkpoint directory; the encoder is loaded separately."""
+    """Load the heads, and the fusion layer, FeatureEncoder and sharing
+    layer if any, into `model` from a checkpoint directory; the encoder is
+    loaded separately."""
     model.heads.set_state_dict(paddle.load(os.path.join(directory, HEADS_FILE)))
+    if model.sharing is not None:
+        model.sharing.set_state_dict(
+            paddle.load(os.path.join(directory, SHARING_FILE)))
     if model.fusion is not None:
         model.fusion.set_state_dict(
             paddle.load(os.path.join(directory, FUSION_FILE)))

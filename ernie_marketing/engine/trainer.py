@@ -20,8 +20,10 @@ from ..errors import UserError
 from ..losses import multitask_loss
 from ..metrics import selection_value
 from ..models import MultiTaskErnie, build_encoder, load_encoder
-from ..runtime import set_num_threads, set_seed, setup_logging
+from ..models.cpu_kernels import disable_cpu_kernels, prepare_cpu_training
+from ..runtime import set_num_threads, set_seed, setup_logging, visualdl_command
 from ..tokenizer import TextEncoder, load_tokenizer
+from ..weighting import build_weighting
 from .checkpoint import (
     METRICS_FILE,
     is_checkpoint,
@@ -193,8 +195,16 @@ class Trainer:
                                 config.tokenizer.max_length)
         self.model = MultiTaskErnie(encoder, self.schema["tasks"],
                                     config.model.pooling,
-                                    self.schema["features"])
+                                    self.schema["features"],
+                                    self.schema["sharing"])
         self.model.feature_encoder = self.data.features
+        applied = prepare_cpu_training(self.model,
+                                       config.train.cpu_fast_kernels)
+        if applied:
+            logger.info("CPU training kernels on %d linear and %d attention "
+                        "layers; freed memory kept for reuse: %s",
+                        applied["linear"], applied["attention"],
+                        applied["keep_freed_memory"])
         if self.group.rank > 0:
             # Every rank built the same weights from train.seed; each of the
             # others now draws its own dropout masks.
@@ -223,10 +233,42 @@ class Trainer:
             weight_decay=train_cfg.weight_decay,
             apply_decay_param_fun=lambda name: name not in no_decay,
             grad_clip=paddle.nn.ClipGradByGlobalNorm(train_cfg.max_grad_norm))
+        self._setup_weighting()
         self.eval_every = train_cfg.eval_steps or self.steps_per_epoch
         logger.info("%d training rows, %d steps per epoch, %d steps in all, "
                     "evaluation every %d steps", n_rows, self.steps_per_epoch,
                     total, self.eval_every)
+
+    def _setup_weighting(self):
+        """Build the loss weighting and an optimizer for its parameters."""
+        train_cfg = self.config.train
+        method = train_cfg.loss_weighting.method
+        # NOTE: per-task backward passes and learned weights are not yet
+        # averaged across data-parallel ranks.
+        if self.group.distributed and method in ("uncertainty", "gradnorm",
+                                                 "pcgrad"):
+            raise UserError(
+                f"train.loss_weighting.method={method!r} is not supported "
+                "in data-parallel training; use fixed or dwa, or train in "
+                "one process")
+        self.weighting = build_weighting(
+            train_cfg.loss_weighting, [t.name for t in self.config.tasks],
+            self.task_weights, train_cfg.seed)
+        self.weighting_optimizer = None
+        if self.weighting.parameters():
+            # Same schedule as the model, without weight decay or clipping.
+            self.weighting_optimizer = paddle.optimizer.Adam(
+                learning_rate=self.scheduler,
+                parameters=self.weighting.parameters())
+        self.shared_parameters = []
+        if method in ("gradnorm", "pcgrad"):
+            self.shared_parameters = self.model.shared_parameters()
+            # NOTE: the CPU kernels' PyLayers crash (paddle 3.3.1) on the
+            # repeated backward through a retained graph that these
+            # methods run, one per task.
+            disable_cpu_kernels(self.model)
+        if method != "fixed":
+            logger.info("loss weighting: %s", method)
 
     # Training ------------------------------------------------------------
 
@@ -246,7 +288,9 @@ class Trainer:
             batches = bucketed_batches(lengths, train_cfg.batch_size,
                                        train_cfg.bucket_batches, self.rng)
             for index in batches[self.batch_in_epoch:]:
-                self.meter.add(*self._train_step(index), len(index))
+                result = self._train_step(index)
+                if result is not None:
+                    self.meter.add(*result, len(index))
                 self.step += 1
                 self.batch_in_epoch += 1
                 if progress is not None:
@@ -274,7 +318,8 @@ class Trainer:
         """Train on the global batch `index`; return its losses and counts.
 
         Each rank trains on its shard of the rows. The returned values are
-        over the whole global batch, summed across ranks.
+        over the whole global batch, summed across ranks. Returns None when
+        train.on_nonfinite_loss=skip dropped the batch.
         """
         split = self.data.splits["train"]
         rows = self.group.shard(index)
@@ -296,6 +341,9 @@ class Trainer:
             self.schema["tasks"], self.task_weights, logits,
             {name: paddle.to_tensor(values) for name, values in labels.items()},
             self.group.loss_divisor if self.group.distributed else None)
+        loss_tensors = [loss for loss, _ in task_losses.values()]
+        if self.config.train.loss_weighting.method != "fixed":
+            total = self.weighting.total_loss(loss_tensors)
 
         # One sum across ranks gives every rank the global losses and counts
         # and any rank's stop request, so all ranks stop at the same step.
@@ -306,17 +354,46 @@ class Trainer:
         world_size, n_tasks = self.group.world_size, len(losses)
         global_total = summed[0] / world_size
         self.interrupt_agreed = bool(summed[-1])
-        if not math.isfinite(global_total):
-            # Raised before backward(), so the weights stay as they were.
-            raise self._diverged(f"the training loss is {global_total}",
-                                 self.step + 1)
-        total.backward()
+        task_values = dict(zip(task_losses, summed[1:1 + n_tasks]))
+        if not self._check_finite(global_total, task_values, rows):
+            self.scheduler.step()
+            return None
+        self.weighting.backward(total, loss_tensors, self.shared_parameters)
         self.optimizer.step()
+        if self.weighting_optimizer is not None:
+            self.weighting_optimizer.step()
+            self.weighting_optimizer.clear_grad()
         self.scheduler.step()
         self.optimizer.clear_grad()
         return global_total, [
             (summed[1 + j] / world_size, int(summed[1 + n_tasks + j]))
             for j in range(n_tasks)]
+
+    def _check_finite(self, total, task_values, rows):
+        """Return True when every loss is a number; else skip or raise.
+
+        Runs before backward(), so the weights and the checkpoints on disk
+        stay as they were. `task_values` are the per-task losses summed
+        across ranks, so every rank decides alike; `rows` are this rank's.
+        """
+        bad = [name for name, value in task_values.items()
+               if not math.isfinite(value)]
+        if not bad and math.isfinite(total):
+            return True
+        step = self.step + 1
+        row_ids = self.data.splits["train"].row_ids[rows].tolist()
+        listed_ids = row_ids if len(row_ids) <= 20 else row_ids[:20] + ["..."]
+        losses = ", ".join(f"{name}={task_values[name]}" for name in bad)
+        reason = (f"the training loss is {losses or total} (tasks "
+                  f"{bad or 'none: the weighted total'}) on the batch with "
+                  f"row ids {listed_ids}")
+        if self.config.train.on_nonfinite_loss == "abort":
+            raise self._diverged(reason, step)
+        self.skipped_batches += 1
+        logger.warning("step %d skipped (%d so far): %s; set "
+                       "train.on_nonfinite_loss=abort to stop instead", step,
+                       self.skipped_batches, reason)
+        return False
 
     def _interrupt_requested(self):
         """Return True when the run must save and stop after this step.
@@ -337,6 +414,9 @@ class Trainer:
                 self.writer.add_scalar(f"train/loss/{name}", value, self.step)
         self.writer.add_scalar("train/loss/total", total, self.step)
         self.writer.add_scalar("train/lr", lr, self.step)
+        for name, weight in self.weighting.weights().items():
+            self.writer.add_scalar(f"train/weight/{name}", weight, self.step)
+        self.weighting.end_window(list(task_losses.values()))
         parts = " ".join(f"{n}={v:.4f} (n={counts[n]})"
                          for n, v in task_losses.items())
         logger.info("step %d/%d: loss %s total=%.4f lr=%.2e %.1f samples/s",
@@ -443,6 +523,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.batch_order_state = self.rng.bit_generator.state
         self.meter = _LossMeter(self.config.tasks)
+        self.skipped_batches = 0
         self.vdl_position = None
         self.interrupt = InterruptRequest()
         self.interrupt_agreed = False
@@ -474,6 +555,8 @@ class Trainer:
             "warned_nan_metric": self.warned_nan_metric,
             "stopped_early": self.stopped_early,
             "loss_meter": self.meter.state(),
+            "loss_weighting": self.weighting.state(),
+            "skipped_batches": self.skipped_batches,
             "vdl_file": os.path.basename(self.writer.file_name),
             "vdl_size": os.path.getsize(self.writer.file_name),
             "world_size": self.group.world_size,
@@ -542,6 +625,10 @@ class Trainer:
         self.warned_nan_metric = state["warned_nan_metric"]
         self.stopped_early = state["stopped_early"]
         self.meter.restore(state["loss_meter"])
+        # NOTE: the Adam moments of the learned loss weights are not saved;
+        # a resumed run restarts them from zero.
+        self.weighting.restore(state.get("loss_weighting", {}))
+        self.skipped_batches = state.get("skipped_batches", 0)
         self.vdl_position = (state["vdl_file"], state["vdl_size"])
         self._restore_best(directory)
 
@@ -630,9 +717,9 @@ class Trainer:
             return result
         write_json(os.path.join(best_dir, METRICS_FILE), result)
         write_json(os.path.join(self.output_dir, METRICS_FILE), result)
-        logger.info("metrics written to %s; VisualDL logs: visualdl --logdir %s",
-                    os.path.join(self.output_dir, METRICS_FILE),
-                    os.path.join(self.output_dir, "vdl"))
+        logger.info("metrics written to %s; VisualDL logs: %s --logdir %s "
+                    "--host 127.0.0.1", os.path.join(self.output_dir, METRICS_FILE),
+                    visualdl_command(), os.path.join(self.output_dir, "vdl"))
         return result
 
 

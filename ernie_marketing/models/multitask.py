@@ -8,6 +8,7 @@ import paddle.nn as nn
 
 from ..errors import ConfigError
 from .fusion import FeatureFusion
+from .sharing import build_sharing
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +51,14 @@ class MultiTaskErnie(nn.Layer):
     inputs; without it the heads read the text representation directly.
     `forward` returns one logits tensor per task, in `task_names` order, so
     the layer traces to a static graph with plain tensor outputs.
+
+    With a `sharing_spec` of type "mmoe" or "ple" (the fields of
+    `SharingConfig`), a `MMoE` or `PLE` layer turns that representation
+    into one input per task head; "hard" or None feeds every head the same.
     """
 
-    def __init__(self, encoder, task_specs, pooling="cls", feature_spec=None):
+    def __init__(self, encoder, task_specs, pooling="cls", feature_spec=None,
+                 sharing_spec=None):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
@@ -70,6 +76,9 @@ class MultiTaskErnie(nn.Layer):
         # The FeatureEncoder whose outputs this model reads; checkpoints
         # save it as features.json.
         self.feature_encoder = None
+        self.sharing = build_sharing(sharing_spec, hidden, len(task_specs))
+        if self.sharing is not None:
+            hidden = self.sharing.output_size
         self.heads = nn.LayerDict({
             spec["name"]: TaskHead(hidden, spec["num_outputs"],
                                    spec.get("hidden_size", 0),
@@ -101,7 +110,12 @@ class MultiTaskErnie(nn.Layer):
         if self.fusion is not None:
             features = self.fusion(features, numeric_features,
                                    categorical_features)
-        return tuple(self.heads[name](features) for name in self.task_names)
+        if self.sharing is None:
+            return tuple(self.heads[name](features)
+                         for name in self.task_names)
+        task_features = self.sharing(features)
+        return tuple(self.heads[name](inputs)
+                     for name, inputs in zip(self.task_names, task_features))
 
     def _check_feature_inputs(self, numeric_features, categorical_features):
         needs_numeric = self.fusion is not None and self.fusion.num_numeric > 0
@@ -117,6 +131,29 @@ class MultiTaskErnie(nn.Layer):
             if not expected and value is not None:
                 raise ValueError(f"the model was trained without {name}; "
                                  "do not pass them")
+
+    def shared_parameters(self):
+        """Return the parameters that every task's loss reaches.
+
+        They are the encoder's, the fusion layer's and the MMoE or PLE
+        layer's (whose gates are per task but whose experts are shared),
+        without the pooler under mean pooling. The last shared layer's
+        weight comes last: the fusion projection, else the pooler's dense
+        layer (cls pooling) or the last encoder layer's output projection
+        (mean pooling).
+        """
+        if self.fusion is not None:
+            last = self.fusion.project.weight
+        elif self.pooling == "mean":
+            last = self.encoder.encoder.layers[-1].linear2.weight
+        else:
+            last = self.encoder.pooler.dense.weight
+        layers = [self.encoder, self.fusion, self.sharing]
+        parameters = [p for layer in layers if layer is not None
+                      for n, p in layer.named_parameters()
+                      if p is not last and not (self.pooling == "mean"
+                                                and n.startswith("pooler."))]
+        return parameters + [last]
 
     def save_heads(self, path):
         paddle.save(self.heads.state_dict(), path)
