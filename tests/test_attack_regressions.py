@@ -197,3 +197,21 @@ def test_report_path_is_file_writes_nothing(hillstrom, tmp_path):
     with pytest.raises(ConfigError, match="is a file"):
         run_decide(config, predictions, str(output), str(report_file))
     assert not output.exists()
+
+
+def test_metrics_json_is_strict(tmp_path):
+    """A NaN metric (an AUC over one class) is written as null, not NaN."""
+    import json
+
+    from ernie_marketing.engine.checkpoint import write_json
+
+    path = tmp_path / "metrics.json"
+    write_json(str(path), {"auc": float("nan"), "loss": [1.5, float("inf")],
+                           "n": np.float64(2.0)})
+
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    with open(path, encoding="utf-8") as f:
+        payload = json.load(f, parse_constant=reject)
+    assert payload == {"auc": None, "loss": [1.5, None], "n": 2.0}

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -297,13 +298,29 @@ def load_saved_config(path, build=build_config):
 
 
 def write_json(path, payload):
-    """Write JSON through a temporary file and a rename."""
+    """Write strict JSON through a temporary file and a rename.
+
+    NaN and infinite floats (an AUC over one class, a loss that diverged)
+    become null, because strict JSON readers reject bare NaN.
+    """
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, ensure_ascii=False, indent=2, allow_nan=True)
+        json.dump(_finite_or_null(payload), f, ensure_ascii=False, indent=2,
+                  allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _finite_or_null(value):
+    """`value` with every non-finite float inside it replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def read_json(path):
