@@ -95,6 +95,15 @@ def test_override_yaml_scalars(make_config):
     assert config.data.valid_path is None
 
 
+def test_override_unquoted_on_off(make_config):
+    """YAML reads on/off as booleans; switches that take "on"/"off" accept them."""
+    path, _ = make_config()
+    config = load_config(path, ["train.progress_bar=off",
+                                "train.cpu_fast_kernels=on"])
+    assert config.train.progress_bar == "off"
+    assert config.train.cpu_fast_kernels == "on"
+
+
 def test_override_task_by_name(make_config):
     path, _ = make_config()
     config = load_config(path, ["tasks.sentiment.weight=2"])

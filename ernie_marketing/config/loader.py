@@ -254,6 +254,9 @@ def _convert(hint, value, path):
                 pass
         _type_error(hint, value, path)
     if origin is typing.Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):
+            # YAML 1.1 reads an unquoted on/off as a boolean.
+            value = "on" if value else "off"
         if value not in args:
             raise ConfigError(f"{path}={value!r} is invalid: allowed values "
                               f"are {', '.join(map(repr, args))}")
