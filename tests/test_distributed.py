@@ -67,8 +67,10 @@ def free_port_pair():
     pytest.fail("no two adjacent free ports on 127.0.0.1")
 
 
-def run_config(train_path, output_dir):
-    return tiny_config(train_path, output_dir, **NO_DROPOUT)
+def run_config(train_path, output_dir, weighting="fixed"):
+    raw = tiny_config(train_path, output_dir, **NO_DROPOUT)
+    raw["train"]["loss_weighting"] = {"method": weighting}
+    return raw
 
 
 def load_state(path):
@@ -100,14 +102,21 @@ def parallel_data(reviews, tmp_path_factory):
     return str(path)
 
 
+# Fixed task weights, and uncertainty weighting, whose learned log
+# variances live outside DataParallel and are averaged by the trainer.
+@pytest.fixture(scope="module", params=["fixed", "uncertainty"])
+def weighting(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def launched_run(parallel_data, tmp_path_factory):
+def launched_run(parallel_data, weighting, tmp_path_factory):
     """Train with 2 processes; return (run folder, launch log folder,
     folder with each rank's final weights)."""
     tmp_path = tmp_path_factory.mktemp("launched")
     run_dir = tmp_path / "run"
     config_path = write_yaml(tmp_path / "config.yaml",
-                             run_config(parallel_data, run_dir))
+                             run_config(parallel_data, run_dir, weighting))
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
     env = dict(os.environ, **{RANK_WEIGHTS_ENV: str(weights_dir)})
@@ -123,9 +132,9 @@ def launched_run(parallel_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def single_run(parallel_data, tmp_path_factory):
+def single_run(parallel_data, weighting, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("single") / "run"
-    train(build_config(run_config(parallel_data, run_dir)))
+    train(build_config(run_config(parallel_data, run_dir, weighting)))
     return str(run_dir)
 
 
@@ -149,6 +158,20 @@ def test_matches_single_process(launched_run, single_run):
     parallel = load_state(os.path.join(run_dir, "last", "model.pdparams"))
     single = load_state(os.path.join(single_run, "last", "model.pdparams"))
     assert max_gap(parallel, single) <= TOLERANCE
+
+
+def test_learned_weights_match_single(launched_run, single_run, weighting):
+    def learned(run_dir):
+        state = read_json(os.path.join(run_dir, "last", "trainer_state.json"))
+        return state["loss_weighting"].get("log_variances")
+
+    parallel, single = learned(launched_run[0]), learned(single_run)
+    if weighting == "uncertainty":
+        # Both ranks trained the same variances, and they moved from 0.
+        assert max(abs(v) for v in single) > 1e-3
+        np.testing.assert_allclose(parallel, single, rtol=0, atol=TOLERANCE)
+    else:
+        assert parallel is None and single is None
 
 
 def test_logged_losses_global(launched_run, single_run):

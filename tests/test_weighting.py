@@ -9,7 +9,7 @@ import pytest
 from conftest import scalars, tiny_config
 
 from ernie_marketing.config import build_config
-from ernie_marketing.engine.checkpoint import load_checkpoint
+from ernie_marketing.engine.checkpoint import load_checkpoint, read_json
 from ernie_marketing.engine.trainer import train
 from ernie_marketing.errors import ConfigError, UserError
 from ernie_marketing.weighting import (
@@ -246,3 +246,50 @@ def test_nan_task_loss_skips_batch(reviews_csv, tmp_path, monkeypatch):
     logged = scalars(tmp_path / "run")
     assert all(math.isfinite(v) for _, v in logged["train/loss/total"])
     assert os.path.isdir(tmp_path / "run" / "best")
+
+
+# Resuming with learned weights ----------------------------------------------
+
+
+def test_uncertainty_resume_keeps_adam_moments(reviews_csv, tmp_path,
+                                               monkeypatch):
+    """A run stopped after its step-3 save and resumed ends where an
+    uninterrupted run ends, learned log variances and their moments too."""
+    from ernie_marketing.engine.trainer import Trainer
+
+    train_section = {"loss_weighting": {"method": "uncertainty"},
+                     "max_steps": 6, "save_steps": 3, "eval_steps": 6}
+    reference = tmp_path / "reference"
+    train(build_config(tiny_config(reviews_csv, reference,
+                                   train=train_section)))
+
+    write_last = Trainer._write_last
+
+    def write_then_stop(self, *args, **kwargs):
+        write_last(self, *args, **kwargs)
+        if self.step == 3:
+            raise RuntimeError("stopped after the step-3 save")
+
+    interrupted = tmp_path / "interrupted"
+    raw = tiny_config(reviews_csv, interrupted, train=train_section)
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_write_last", write_then_stop)
+        with pytest.raises(RuntimeError, match="step-3"):
+            train(build_config(raw))
+    raw["train"]["resume"] = True
+    train(build_config(raw))
+
+    def final(run_dir):
+        state = read_json(os.path.join(run_dir, "last", "trainer_state.json"))
+        return state["loss_weighting"], state["loss_weighting_optimizer"]
+
+    (expected_weights, expected_moments) = final(reference)
+    (weights, moments) = final(interrupted)
+    assert sorted(moments) == sorted(expected_moments)
+    assert any("moment1" in key for key in moments)
+    for key, entry in expected_moments.items():
+        np.testing.assert_allclose(moments[key]["values"], entry["values"],
+                                   rtol=0, atol=1e-7, err_msg=key)
+    np.testing.assert_allclose(weights["log_variances"],
+                               expected_weights["log_variances"],
+                               rtol=0, atol=1e-7)

@@ -113,6 +113,28 @@ class ProcessGroup:
         dist.all_reduce(tensor)
         return tensor.numpy().reshape(values.shape)
 
+    def average_gradients(self, parameters):
+        """Replace each parameter's gradient by its mean over all ranks.
+
+        For parameters outside `paddle.DataParallel`, such as learned loss
+        weights. A parameter without a gradient counts as zeros.
+        """
+        if not self.distributed:
+            return
+        for parameter in parameters:
+            if parameter.grad is None:
+                grad = np.zeros(parameter.shape, dtype="float32")
+            else:
+                grad = parameter.grad.numpy()
+            total = self.sum(grad) / self.world_size
+            if parameter.grad is None:
+                # A backward pass that did not reach the parameter left it
+                # without a gradient, so it gets a new one.
+                parameter._set_grad_ivar(paddle.to_tensor(total.astype(
+                    "float32")))
+            else:
+                parameter.grad.set_value(total.astype("float32"))
+
     def broadcast(self, values):
         """Return rank 0's float64 `values` on every rank."""
         values = np.asarray(values, dtype=np.float64)

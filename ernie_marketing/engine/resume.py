@@ -290,6 +290,36 @@ def load_optimizer_state(optimizer, model, state, path):
     optimizer.set_state_dict(renamed)
 
 
+def small_optimizer_state(optimizer, parameters):
+    """Return an optimizer's moments over a few parameters as JSON lists.
+
+    For the learned loss weights, which live outside the model. Keys name
+    the parameter by its position in `parameters`; the learning-rate
+    schedule is left out because it is the model optimizer's.
+    """
+    names = {p.name: f"param{i}" for i, p in enumerate(parameters)}
+    state = {}
+    for key, value in optimizer.state_dict().items():
+        if key in ("LR_Scheduler", "master_weights"):
+            continue
+        array = np.asarray(value.numpy())
+        state[_rename(key, names)] = {"shape": list(array.shape),
+                                      "values": array.ravel().tolist()}
+    return state
+
+
+def load_small_optimizer_state(optimizer, parameters, state):
+    """Load a `small_optimizer_state` into `optimizer`."""
+    names = {f"param{i}": p.name for i, p in enumerate(parameters)}
+    renamed = {}
+    for key, entry in state.items():
+        position, _, suffix = key.partition("/")
+        array = np.asarray(entry["values"], dtype="float32")
+        renamed[f"{names[position]}_{suffix}"] = paddle.to_tensor(
+            array.reshape(entry["shape"]))
+    optimizer.set_state_dict(renamed)
+
+
 def _rename(key, names):
     if key in ("LR_Scheduler", "master_weights"):
         return key

@@ -44,10 +44,12 @@ from .resume import (
     find_resume_state,
     load_model_state,
     load_optimizer_state,
+    load_small_optimizer_state,
     open_vdl_writer,
     prepare_output_dir,
     read_training_state,
     restore_random_state,
+    small_optimizer_state,
     write_training_state,
 )
 
@@ -243,14 +245,14 @@ class Trainer:
         """Build the loss weighting and an optimizer for its parameters."""
         train_cfg = self.config.train
         method = train_cfg.loss_weighting.method
-        # NOTE: per-task backward passes and learned weights are not yet
-        # averaged across data-parallel ranks.
-        if self.group.distributed and method in ("uncertainty", "gradnorm",
-                                                 "pcgrad"):
+        # NOTE: the per-task backward passes of these two methods would each
+        # start DataParallel's gradient averaging; they are not supported
+        # across ranks yet.
+        if self.group.distributed and method in ("gradnorm", "pcgrad"):
             raise UserError(
                 f"train.loss_weighting.method={method!r} is not supported "
-                "in data-parallel training; use fixed or dwa, or train in "
-                "one process")
+                "in data-parallel training; use fixed, uncertainty or dwa, "
+                "or train in one process")
         self.weighting = build_weighting(
             train_cfg.loss_weighting, [t.name for t in self.config.tasks],
             self.task_weights, train_cfg.seed)
@@ -361,6 +363,7 @@ class Trainer:
         self.weighting.backward(total, loss_tensors, self.shared_parameters)
         self.optimizer.step()
         if self.weighting_optimizer is not None:
+            self.group.average_gradients(self.weighting.parameters())
             self.weighting_optimizer.step()
             self.weighting_optimizer.clear_grad()
         self.scheduler.step()
@@ -556,6 +559,10 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "loss_meter": self.meter.state(),
             "loss_weighting": self.weighting.state(),
+            "loss_weighting_optimizer": (
+                None if self.weighting_optimizer is None else
+                small_optimizer_state(self.weighting_optimizer,
+                                      self.weighting.parameters())),
             "skipped_batches": self.skipped_batches,
             "vdl_file": os.path.basename(self.writer.file_name),
             "vdl_size": os.path.getsize(self.writer.file_name),
@@ -625,9 +632,13 @@ class Trainer:
         self.warned_nan_metric = state["warned_nan_metric"]
         self.stopped_early = state["stopped_early"]
         self.meter.restore(state["loss_meter"])
-        # NOTE: the Adam moments of the learned loss weights are not saved;
-        # a resumed run restarts them from zero.
         self.weighting.restore(state.get("loss_weighting", {}))
+        if self.weighting_optimizer is not None:
+            # States written before the moments were saved restart them
+            # from zero.
+            load_small_optimizer_state(
+                self.weighting_optimizer, self.weighting.parameters(),
+                state.get("loss_weighting_optimizer") or {})
         self.skipped_batches = state.get("skipped_batches", 0)
         self.vdl_position = (state["vdl_file"], state["vdl_size"])
         self._restore_best(directory)
