@@ -1,12 +1,12 @@
 """Training throughput: Paddle dynamic graph against PyTorch + transformers, eager.
 
-Every contender trains the same model on the same batches: an ERNIE encoder
-of one shape with a 10-class category head and a binary sentiment head
-(pooled [CLS] output, dropout 0.1 everywhere), the summed task losses,
-AdamW (learning rate 5e-5, weight decay 0.01 except on biases and norms)
-and gradient clipping to a global norm of 1.0. Weights are random, because
-no pretrained weights can be downloaded here; speed does not depend on
-them.
+Every contender trains the same model on the same batches. The model is an
+ERNIE encoder of one shape with a 10-class category head and a binary
+sentiment head on the pooled [CLS] output, with dropout 0.1 everywhere.
+The loss is the sum of both task losses, and the optimizer AdamW (learning
+rate 5e-5, weight decay 0.01 except on biases and norms) with gradient
+clipping to a global norm of 1.0. Weights are random, because no
+pretrained weights can be downloaded here. Speed does not depend on them.
 
 Data comes in two kinds, both from real reviews tokenized with the
 package's `TextEncoder` and the ERNIE 3.0 vocabulary:
@@ -25,10 +25,10 @@ Contenders:
 - `paddle-2threads`: the same with 2 threads (same process, in turns).
 - `paddle-2threads-mkl`: 2 threads with `MKL_DEBUG_CPU_TYPE=5` forced,
   without the package's CPU training speed-ups.
-- `paddle-project`: what `tools/train.py` does on the CPU: threads and MKL
-  settings chosen by `ernie_marketing.runtime` (every core, and
-  `MKL_DEBUG_CPU_TYPE=5` on AMD processors) and `prepare_cpu_training`
-  (`train.cpu_fast_kernels: auto`): the CPU kernels of
+- `paddle-project`: what `tools/train.py` does on the CPU with
+  `train.cpu_fast_kernels: auto`: threads and MKL settings chosen by
+  `ernie_marketing.runtime` (every core, and `MKL_DEBUG_CPU_TYPE=5` on AMD
+  processors), then `prepare_cpu_training`, which adds the CPU kernels of
   `ernie_marketing.models.cpu_kernels` and a malloc that keeps freed
   memory.
 - `torch`: Hugging Face `transformers.ErnieModel` (its only attention
@@ -75,8 +75,9 @@ DEFAULT_DATA = os.path.join(SHARED, "data", "online_shopping_10_cats",
                             "online_shopping_10_cats.zip")
 DEFAULT_VOCAB = os.path.join(SHARED, "ernie", "ernie-3.0-base-zh", "vocab.txt")
 
-# Encoder shapes of ernie-3.0-medium-zh and ernie-3.0-mini-zh (from their
-# PaddleNLP configurations), both with the 40,000-token ERNIE 3.0 vocabulary.
+# Encoder shapes of ernie-3.0-medium-zh and ernie-3.0-mini-zh, as in
+# PaddleNLP 3.0.0b4's ernie/configuration.py. The embedding has one row per
+# token of the ERNIE 3.0 vocab.txt (39,980; the released models have 40,000).
 ARCHS = {
     "medium": {"hidden_size": 768, "num_hidden_layers": 6,
                "num_attention_heads": 12, "intermediate_size": 3072},
@@ -366,7 +367,7 @@ def torch_trainer(job):
 
 
 def run_worker(job_path):
-    """Entry of a worker process: build, then answer commands from stdin."""
+    """Run one worker process: build the model, then run commands from stdin."""
     with open(job_path, encoding="utf-8") as f:
         job = json.load(f)
     batches, _ = load_batches(job["batches"])

@@ -510,11 +510,10 @@ class TrainConfig:
     # CPU threads for math; null uses every core.
     num_threads: Optional[int] = None
     progress_bar: Literal["auto", "on", "off"] = "auto"
-    # Train the encoder's linear and attention layers with the CPU backward
-    # passes of models/cpu_kernels.py; "auto" uses them on the CPU.
-    # NOTE: off by default until they are faster in the training benchmark
-    # and safe with every loss weighting (GradNorm and PCGrad crashed).
-    cpu_fast_kernels: Literal["auto", "on", "off"] = "off"
+    # Train the encoder's linear, attention and layer norm layers with the
+    # CPU backward passes of models/cpu_kernels.py, and make malloc keep
+    # freed memory; "auto" does both when training on the CPU.
+    cpu_fast_kernels: Literal["auto", "on", "off"] = "auto"
     # Save the resumable state (output.dir/last) every this many steps;
     # null uses the evaluation interval. It is also saved at the end and on
     # Ctrl-C.
