@@ -52,7 +52,8 @@ def multitask_loss(tasks, weights, logits, labels, divisor=None):
     `tasks` are tasks.json entries, `logits` one tensor per task in the same
     order, and `labels` a mapping from task name to that task's label
     tensor. The per-task losses are unweighted, keyed by task name.
-    `divisor` is passed to `masked_mean`.
+    `divisor` is passed to `masked_mean`; a mapping from task name to a
+    number divides each task's loss sum by that number instead.
     """
     by_name = {task["name"]: (task, task_logits)
                for task, task_logits in zip(tasks, logits)}
@@ -61,11 +62,21 @@ def multitask_loss(tasks, weights, logits, labels, divisor=None):
     for task, task_logits, weight in zip(tasks, logits, weights):
         parent = task.get("parent")
         prior = chained_log_probs(parent, by_name) if parent else None
+        task_divisor = divisor
+        if isinstance(divisor, dict):
+            task_divisor = _constant_divisor(divisor[task["name"]])
         loss, count = masked_task_loss(task, task_logits, labels[task["name"]],
-                                       prior, divisor)
+                                       prior, task_divisor)
         task_losses[task["name"]] = (loss, count)
         total = total + weight * loss
     return total, task_losses
+
+
+def _constant_divisor(value):
+    """Return a `masked_mean` divisor that is `value` whatever the count."""
+    def divide(count):
+        return value
+    return divide
 
 
 def chained_log_probs(name, by_name):

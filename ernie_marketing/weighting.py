@@ -44,8 +44,13 @@ class LossWeighting:
         """Return the current weight of each task, keyed by task name."""
         return dict(zip(self.names, self.base_weights))
 
-    def total_loss(self, losses):
-        """Return the weighted sum of the per-task loss tensors."""
+    def total_loss(self, losses, share=1.0):
+        """Return the weighted sum of the per-task loss tensors.
+
+        `share` is the fraction of the batch that `losses` cover when a
+        batch is trained in parts. Terms that do not scale with the losses,
+        such as the uncertainty regulariser, are multiplied by it.
+        """
         total = paddle.zeros([], dtype="float32")
         for weight, loss in zip(self.base_weights, losses):
             total = total + weight * loss
@@ -93,12 +98,12 @@ class UncertaintyWeighting(LossWeighting):
         return {name: float(w * p) for name, w, p in
                 zip(self.names, self.base_weights, precisions)}
 
-    def total_loss(self, losses):
+    def total_loss(self, losses, share=1.0):
         total = paddle.zeros([], dtype="float32")
         for j, (weight, loss) in enumerate(zip(self.base_weights, losses)):
             log_variance = self.log_variances[j]
             total = (total + weight * paddle.exp(-log_variance) * loss
-                     + log_variance)
+                     + share * log_variance)
         return total
 
     def state(self):
@@ -126,7 +131,7 @@ class DynamicWeightAverage(LossWeighting):
     def weights(self):
         return dict(zip(self.names, self.current))
 
-    def total_loss(self, losses):
+    def total_loss(self, losses, share=1.0):
         total = paddle.zeros([], dtype="float32")
         for weight, loss in zip(self.current, losses):
             total = total + weight * loss
@@ -181,7 +186,7 @@ class GradNorm(LossWeighting):
     def weights(self):
         return dict(zip(self.names, self.current))
 
-    def total_loss(self, losses):
+    def total_loss(self, losses, share=1.0):
         total = paddle.zeros([], dtype="float32")
         for weight, loss in zip(self.current, losses):
             total = total + weight * loss

@@ -65,6 +65,31 @@ def reviews(shopping_frame):
     return sample.sort_index().reset_index(drop=True)
 
 
+# The tiny encoder and both task heads without dropout, for runs whose
+# weights must match another run's: dropout masks of a split batch differ
+# from those of the whole batch.
+NO_DROPOUT_SECTIONS = {
+    "model": {"encoder": {"hidden_size": 32, "num_hidden_layers": 1,
+                          "num_attention_heads": 2, "intermediate_size": 64,
+                          "max_position_embeddings": 128,
+                          "hidden_dropout_prob": 0.0,
+                          "attention_probs_dropout_prob": 0.0}},
+    "tasks": [
+        {"name": "category", "type": "multiclass", "label_column": "cat",
+         "dropout": 0.0},
+        {"name": "sentiment", "type": "binary", "label_column": "label",
+         "dropout": 0.0},
+    ],
+}
+
+
+def max_weight_gap(first, second):
+    """Return the largest absolute difference between two weight dicts."""
+    assert sorted(first) == sorted(second)
+    return max(float(abs(first[k].astype("float64") - second[k]).max())
+               for k in first)
+
+
 def tiny_config(train_path, output_dir, **sections):
     """Return a config dict for a tiny ERNIE trained on `cat` and `label`.
 
@@ -130,6 +155,17 @@ def make_config(tmp_path):
 def reviews_csv(reviews, tmp_path_factory):
     path = tmp_path_factory.mktemp("reviews") / "reviews.csv"
     reviews.to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def partial_labels_csv(reviews, tmp_path_factory):
+    """The first 101 reviews of `reviews` with every third sentiment label
+    removed, as a CSV file."""
+    frame = reviews.head(101).copy()
+    frame.loc[frame.index % 3 == 0, "label"] = None
+    path = tmp_path_factory.mktemp("partial_labels") / "reviews.csv"
+    frame.to_csv(path, index=False)
     return str(path)
 
 

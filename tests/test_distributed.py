@@ -18,7 +18,12 @@ import sys
 import numpy as np
 import paddle
 import pytest
-from conftest import tiny_config, write_yaml
+from conftest import (
+    NO_DROPOUT_SECTIONS,
+    max_weight_gap,
+    tiny_config,
+    write_yaml,
+)
 
 from ernie_marketing.config import build_config
 from ernie_marketing.data.labels import MISSING, labelled_rows, unlabelled_rows
@@ -35,21 +40,10 @@ BATCH_SIZE = 16
 # Averaging per-rank loss means instead of dividing by the global labelled
 # count moved them by 5.1e-3.
 TOLERANCE = 1e-5
-NO_DROPOUT = {
-    "model": {"encoder": {"hidden_size": 32, "num_hidden_layers": 1,
-                          "num_attention_heads": 2, "intermediate_size": 64,
-                          "max_position_embeddings": 128,
-                          "hidden_dropout_prob": 0.0,
-                          "attention_probs_dropout_prob": 0.0}},
-    "tasks": [
-        {"name": "category", "type": "multiclass", "label_column": "cat",
-         "dropout": 0.0},
-        {"name": "sentiment", "type": "binary", "label_column": "label",
-         "dropout": 0.0},
-    ],
-    "train": {"max_steps": None, "epochs": 2, "batch_size": BATCH_SIZE,
-              "eval_steps": 4, "logging_steps": 1, "num_threads": 1},
-}
+NO_DROPOUT = dict(
+    NO_DROPOUT_SECTIONS,
+    train={"max_steps": None, "epochs": 2, "batch_size": BATCH_SIZE,
+           "eval_steps": 4, "logging_steps": 1, "num_threads": 1})
 
 
 def free_port_pair():
@@ -67,20 +61,19 @@ def free_port_pair():
     pytest.fail("no two adjacent free ports on 127.0.0.1")
 
 
-def run_config(train_path, output_dir, weighting="fixed"):
+def run_config(train_path, output_dir, variant="fixed"):
     raw = tiny_config(train_path, output_dir, **NO_DROPOUT)
-    raw["train"]["loss_weighting"] = {"method": weighting}
+    if variant == "accumulate":
+        # Each rank's 8 rows in 2 parts of 4: gradients add up over the
+        # parts before the ranks average them.
+        raw["train"]["accumulate_steps"] = 2
+    else:
+        raw["train"]["loss_weighting"] = {"method": variant}
     return raw
 
 
 def load_state(path):
     return {k: np.asarray(v) for k, v in paddle.load(path).items()}
-
-
-def max_gap(first, second):
-    assert sorted(first) == sorted(second)
-    return max(float(np.abs(first[k].astype(np.float64) - second[k]).max())
-               for k in first)
 
 
 def logged_losses(run_dir):
@@ -93,30 +86,22 @@ def logged_losses(run_dir):
                                                      "train/loss/total")]
 
 
-@pytest.fixture(scope="module")
-def parallel_data(reviews, tmp_path_factory):
-    frame = reviews.head(101).copy()
-    frame.loc[frame.index % 3 == 0, "label"] = None
-    path = tmp_path_factory.mktemp("parallel_data") / "reviews.csv"
-    frame.to_csv(path, index=False)
-    return str(path)
-
-
-# Fixed task weights, and uncertainty weighting, whose learned log
-# variances live outside DataParallel and are averaged by the trainer.
-@pytest.fixture(scope="module", params=["fixed", "uncertainty"])
+# Three variants: fixed task weights, uncertainty weighting and fixed
+# weights with each batch trained in parts. The trainer averages the learned
+# log variances, which live outside DataParallel.
+@pytest.fixture(scope="module", params=["fixed", "uncertainty", "accumulate"])
 def weighting(request):
     return request.param
 
 
 @pytest.fixture(scope="module")
-def launched_run(parallel_data, weighting, tmp_path_factory):
+def launched_run(partial_labels_csv, weighting, tmp_path_factory):
     """Train with 2 processes; return (run folder, launch log folder,
     folder with each rank's final weights)."""
     tmp_path = tmp_path_factory.mktemp("launched")
     run_dir = tmp_path / "run"
     config_path = write_yaml(tmp_path / "config.yaml",
-                             run_config(parallel_data, run_dir, weighting))
+                             run_config(partial_labels_csv, run_dir, weighting))
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
     env = dict(os.environ, **{RANK_WEIGHTS_ENV: str(weights_dir)})
@@ -132,9 +117,9 @@ def launched_run(parallel_data, weighting, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def single_run(parallel_data, weighting, tmp_path_factory):
+def single_run(partial_labels_csv, weighting, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("single") / "run"
-    train(build_config(run_config(parallel_data, run_dir, weighting)))
+    train(build_config(run_config(partial_labels_csv, run_dir, weighting)))
     return str(run_dir)
 
 
@@ -143,8 +128,8 @@ def test_ranks_end_identical(launched_run):
     rank0 = load_state(os.path.join(weights_dir, "rank0.pdparams"))
     rank1 = load_state(os.path.join(weights_dir, "rank1.pdparams"))
     saved = load_state(os.path.join(run_dir, "last", "model.pdparams"))
-    assert max_gap(rank0, rank1) == 0.0
-    assert max_gap(rank0, saved) == 0.0
+    assert max_weight_gap(rank0, rank1) == 0.0
+    assert max_weight_gap(rank0, saved) == 0.0
 
 
 def test_rank_shard_can_be_empty(launched_run):
@@ -157,7 +142,7 @@ def test_matches_single_process(launched_run, single_run):
     run_dir = launched_run[0]
     parallel = load_state(os.path.join(run_dir, "last", "model.pdparams"))
     single = load_state(os.path.join(single_run, "last", "model.pdparams"))
-    assert max_gap(parallel, single) <= TOLERANCE
+    assert max_weight_gap(parallel, single) <= TOLERANCE
 
 
 def test_learned_weights_match_single(launched_run, single_run, weighting):

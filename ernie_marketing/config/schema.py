@@ -490,6 +490,9 @@ class TrainConfig:
     # Stop after this many optimizer steps, even before `epochs` are done.
     max_steps: Optional[int] = None
     batch_size: int = 32
+    # Train each batch in this many parts, adding their gradients before
+    # one update: the same batch_size with less memory per forward pass.
+    accumulate_steps: int = 1
     eval_batch_size: int = 64
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
@@ -512,7 +515,7 @@ class TrainConfig:
     progress_bar: Literal["auto", "on", "off"] = "auto"
     # Train the encoder's linear, attention and layer norm layers with the
     # CPU backward passes of models/cpu_kernels.py, and make malloc keep
-    # freed memory; "auto" does both when training on the CPU.
+    # freed memory. "auto" does both when training on the CPU.
     cpu_fast_kernels: Literal["auto", "on", "off"] = "auto"
     # Save the resumable state (output.dir/last) every this many steps;
     # null uses the evaluation interval. It is also saved at the end and on
@@ -546,6 +549,21 @@ class TrainConfig:
             f"{path}.save_steps",
             self.save_steps,
             "an integer >= 1 or null",
+        )
+        _require(
+            1 <= self.accumulate_steps <= max(self.batch_size, 1),
+            f"{path}.accumulate_steps",
+            self.accumulate_steps,
+            f"an integer from 1 to train.batch_size ({self.batch_size})",
+        )
+        _require(
+            self.accumulate_steps == 1
+            or self.loss_weighting.method not in ("gradnorm", "pcgrad"),
+            f"{path}.accumulate_steps",
+            self.accumulate_steps,
+            f"1 with loss_weighting.method={self.loss_weighting.method!r}, "
+            "which needs every task's gradient of the whole batch at once; "
+            "use fixed, uncertainty or dwa to train in parts",
         )
 
 

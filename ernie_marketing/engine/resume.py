@@ -40,12 +40,14 @@ STATE_VERSION = 1
 _STATE_FILES = (MODEL_FILE, OPTIMIZER_FILE, RANDOM_FILE, STATE_FILE)
 
 # Config keys that may differ on resume: they change logging, speed or file
-# locations, not the weights. The thread count and the CPU kernels can
-# change the last bits of float sums, so exact replay also needs the same
-# train.num_threads and train.cpu_fast_kernels.
+# locations, not the weights. The thread count, the CPU kernels and the
+# number of parts per batch can change the last bits of float sums, so exact
+# replay also needs the same train.num_threads, train.cpu_fast_kernels and
+# train.accumulate_steps.
 HARMLESS_KEYS = frozenset({
     "train.logging_steps", "train.progress_bar", "train.num_threads",
-    "train.cpu_fast_kernels", "train.save_steps", "train.resume",
+    "train.cpu_fast_kernels", "train.accumulate_steps", "train.save_steps",
+    "train.resume",
     "output.dir", "output.overwrite",
 })
 # Config keys that may grow on resume to train longer.

@@ -1,5 +1,6 @@
 """Joint training of the shared encoder and task heads from a Config."""
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -15,7 +16,7 @@ import paddle
 from ..config import lower_is_better, save_config
 from ..data import prepare_data
 from ..data.batching import bucketed_batches, pad_batch
-from ..data.labels import unlabelled_rows
+from ..data.labels import labelled_rows, unlabelled_rows
 from ..errors import UserError
 from ..losses import multitask_loss
 from ..metrics import selection_value
@@ -319,17 +320,76 @@ class Trainer:
     def _train_step(self, index):
         """Train on the global batch `index`; return its losses and counts.
 
-        Each rank trains on its shard of the rows. The returned values are
-        over the whole global batch, summed across ranks. Returns None when
-        train.on_nonfinite_loss=skip dropped the batch.
+        Each rank trains on its shard of the rows, in
+        train.accumulate_steps parts whose gradients add up before one
+        update. The returned values are over the whole global batch, summed
+        across ranks. Returns None when train.on_nonfinite_loss=skip
+        dropped the batch.
         """
         split = self.data.splits["train"]
-        rows = self.group.shard(index)
+        shard = self.group.shard(index)
+        parts = self.config.train.accumulate_steps
+        divisor = None
+        if parts > 1:
+            divisor = self._global_divisors(shard, split.labels)
+        elif self.group.distributed:
+            divisor = self.group.loss_divisor
+
+        totals, task_sums, count_sums, rows = 0.0, None, None, shard
+        # The rows are sorted by length, so neighbours pad alike.
+        for part, part_rows in enumerate(np.array_split(shard, parts)):
+            total, task_losses = self._forward_losses(part_rows, index,
+                                                      divisor, parts)
+            loss_tensors = [loss for loss, _ in task_losses.values()]
+            values = [float(loss) for loss in loss_tensors]
+            counts = [int(count) for _, count in task_losses.values()]
+            totals += float(total)
+            task_sums = values if task_sums is None else [
+                a + b for a, b in zip(task_sums, values)]
+            count_sums = counts if count_sums is None else [
+                a + b for a, b in zip(count_sums, counts)]
+            if parts > 1:
+                # Only the last part's backward pass averages the summed
+                # gradients across ranks.
+                with self._gradient_sync(part == parts - 1):
+                    self.weighting.backward(total, loss_tensors,
+                                            self.shared_parameters)
+
+        # One sum across ranks gives every rank the global losses and counts
+        # and any rank's stop request, so all ranks stop at the same step.
+        summed = self.group.sum([totals, *task_sums, *count_sums,
+                                 float(self.interrupt.requested)])
+        world_size, n_tasks = self.group.world_size, len(task_sums)
+        global_total = summed[0] / world_size
+        self.interrupt_agreed = bool(summed[-1])
+        task_values = dict(zip(task_losses, summed[1:1 + n_tasks]))
+        if not self._check_finite(global_total, task_values, rows):
+            self._clear_gradients()
+            self.scheduler.step()
+            return None
+        if parts == 1:
+            self.weighting.backward(total, loss_tensors,
+                                    self.shared_parameters)
+        self.optimizer.step()
+        if self.weighting_optimizer is not None:
+            self.group.average_gradients(self.weighting.parameters())
+            self.weighting_optimizer.step()
+        self._clear_gradients()
+        self.scheduler.step()
+        return global_total, [
+            (summed[1 + j] / world_size, int(summed[1 + n_tasks + j]))
+            for j in range(n_tasks)]
+
+    def _forward_losses(self, rows, index, divisor, parts):
+        """Run the model on `rows` of the training split; return the
+        weighted total loss and each task's (loss, labelled count)."""
+        split = self.data.splits["train"]
         labels = {name: values[rows] for name, values in split.labels.items()}
         if len(rows) == 0:
-            # A last batch with fewer rows than ranks leaves this rank none,
-            # but every rank must join each gradient average. One row
-            # without labels has a zero loss and a zero gradient.
+            # A last batch with fewer rows than ranks (or parts) leaves this
+            # rank or part none, but every rank must join each gradient
+            # average. One row without labels has a zero loss and a zero
+            # gradient.
             rows = index[:1]
             labels = {name: unlabelled_rows(values, 1)
                       for name, values in split.labels.items()}
@@ -342,35 +402,36 @@ class Trainer:
         total, task_losses = multitask_loss(
             self.schema["tasks"], self.task_weights, logits,
             {name: paddle.to_tensor(values) for name, values in labels.items()},
-            self.group.loss_divisor if self.group.distributed else None)
-        loss_tensors = [loss for loss, _ in task_losses.values()]
+            divisor)
         if self.config.train.loss_weighting.method != "fixed":
-            total = self.weighting.total_loss(loss_tensors)
+            loss_tensors = [loss for loss, _ in task_losses.values()]
+            total = self.weighting.total_loss(loss_tensors, share=1.0 / parts)
+        return total, task_losses
 
-        # One sum across ranks gives every rank the global losses and counts
-        # and any rank's stop request, so all ranks stop at the same step.
-        losses = [float(loss) for loss, _ in task_losses.values()]
-        counts = [int(count) for _, count in task_losses.values()]
-        summed = self.group.sum([float(total), *losses, *counts,
-                                 float(self.interrupt.requested)])
-        world_size, n_tasks = self.group.world_size, len(losses)
-        global_total = summed[0] / world_size
-        self.interrupt_agreed = bool(summed[-1])
-        task_values = dict(zip(task_losses, summed[1:1 + n_tasks]))
-        if not self._check_finite(global_total, task_values, rows):
-            self.scheduler.step()
-            return None
-        self.weighting.backward(total, loss_tensors, self.shared_parameters)
-        self.optimizer.step()
-        if self.weighting_optimizer is not None:
-            self.group.average_gradients(self.weighting.parameters())
-            self.weighting_optimizer.step()
-            self.weighting_optimizer.clear_grad()
-        self.scheduler.step()
+    def _global_divisors(self, shard, labels):
+        """Return each task's loss divisor for a batch trained in parts.
+
+        The divisor is the task's labelled rows in the whole global batch
+        (at least 1) over world_size, the same for every part, so the
+        summed and rank-averaged gradient is that of the global batch mean.
+        """
+        counts = [float(labelled_rows(values[shard]).sum())
+                  for values in labels.values()]
+        totals = self.group.sum(counts)
+        return {name: max(total, 1.0) / self.group.world_size
+                for name, total in zip(labels, totals)}
+
+    def _gradient_sync(self, sync):
+        """Return a context in which backward() averages gradients across
+        ranks only when `sync` is true."""
+        if sync or not self.group.distributed:
+            return contextlib.nullcontext()
+        return self.train_model.no_sync()
+
+    def _clear_gradients(self):
         self.optimizer.clear_grad()
-        return global_total, [
-            (summed[1 + j] / world_size, int(summed[1 + n_tasks + j]))
-            for j in range(n_tasks)]
+        if self.weighting_optimizer is not None:
+            self.weighting_optimizer.clear_grad()
 
     def _check_finite(self, total, task_values, rows):
         """Return True when every loss is a number; else skip or raise.
