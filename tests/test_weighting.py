@@ -248,6 +248,24 @@ def test_nan_task_loss_skips_batch(reviews_csv, tmp_path, monkeypatch):
     assert os.path.isdir(tmp_path / "run" / "best")
 
 
+def test_nan_in_second_part_skips_batch(reviews_csv, tmp_path, monkeypatch):
+    """With 2 parts per batch, call 6 is the second part of step 3: its NaN
+    gradients, already added to the first part's, must not reach the weights."""
+    nan_task_loss_at(monkeypatch, 6, "category")
+    raw = tiny_config(reviews_csv, tmp_path / "run",
+                      train={"on_nonfinite_loss": "skip",
+                             "accumulate_steps": 2})
+    result = train(build_config(raw))
+    with open(tmp_path / "run" / "train.log", encoding="utf-8") as f:
+        skipped = [line for line in f if "skipped" in line]
+    assert len(skipped) == 1
+    assert "step 3 skipped (1 so far)" in skipped[0]
+    assert result["steps"] == 8
+    assert math.isfinite(result["selection_value"])
+    weights = paddle.load(str(tmp_path / "run" / "last" / "model.pdparams"))
+    assert all(np.isfinite(np.asarray(v)).all() for v in weights.values())
+
+
 # Resuming with learned weights ----------------------------------------------
 
 
