@@ -517,6 +517,9 @@ class TrainConfig:
     # CPU backward passes of models/cpu_kernels.py, and make malloc keep
     # freed memory. "auto" does both when training on the CPU.
     cpu_fast_kernels: Literal["auto", "on", "off"] = "auto"
+    # Mixed precision on a GPU (engine/amp.py): "auto" is float16 with a
+    # dynamic loss scale on a GPU and off on the CPU.
+    amp: Literal["auto", "off", "float16", "bfloat16"] = "auto"
     # Save the resumable state (output.dir/last) every this many steps;
     # null uses the evaluation interval. It is also saved at the end and on
     # Ctrl-C.

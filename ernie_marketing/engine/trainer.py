@@ -25,6 +25,7 @@ from ..models.cpu_kernels import disable_cpu_kernels, prepare_cpu_training
 from ..runtime import set_num_threads, set_seed, setup_logging, visualdl_command
 from ..tokenizer import TextEncoder, load_tokenizer
 from ..weighting import build_weighting
+from .amp import MixedPrecision, resolve_amp
 from .checkpoint import (
     METRICS_FILE,
     is_checkpoint,
@@ -272,6 +273,13 @@ class Trainer:
             disable_cpu_kernels(self.model)
         if method != "fixed":
             logger.info("loss weighting: %s", method)
+        self.amp = MixedPrecision(resolve_amp(train_cfg.amp, method))
+        if self.amp.enabled:
+            logger.info("mixed precision: %s", self.amp.dtype)
+        elif train_cfg.amp == "auto" and not paddle.device.get_device(
+                ).startswith("cpu"):
+            logger.info("mixed precision: off, because loss weighting %s "
+                        "runs its own backward passes", method)
 
     # Training ------------------------------------------------------------
 
@@ -352,8 +360,7 @@ class Trainer:
                 # Only the last part's backward pass averages the summed
                 # gradients across ranks.
                 with self._gradient_sync(part == parts - 1):
-                    self.weighting.backward(total, loss_tensors,
-                                            self.shared_parameters)
+                    self._backward(total, loss_tensors)
 
         # One sum across ranks gives every rank the global losses and counts
         # and any rank's stop request, so all ranks stop at the same step.
@@ -368,9 +375,8 @@ class Trainer:
             self.scheduler.step()
             return None
         if parts == 1:
-            self.weighting.backward(total, loss_tensors,
-                                    self.shared_parameters)
-        self.optimizer.step()
+            self._backward(total, loss_tensors)
+        self.amp.step(self.optimizer)
         if self.weighting_optimizer is not None:
             self.group.average_gradients(self.weighting.parameters())
             self.weighting_optimizer.step()
@@ -379,6 +385,15 @@ class Trainer:
         return global_total, [
             (summed[1 + j] / world_size, int(summed[1 + n_tasks + j]))
             for j in range(n_tasks)]
+
+    def _backward(self, total, loss_tensors):
+        if self.amp.enabled:
+            # resolve_amp allows only weightings whose backward pass is
+            # total.backward(), which the loss scale then multiplies.
+            self.amp.backward(total)
+        else:
+            self.weighting.backward(total, loss_tensors,
+                                    self.shared_parameters)
 
     def _forward_losses(self, rows, index, divisor, parts):
         """Run the model on `rows` of the training split; return the
@@ -395,10 +410,14 @@ class Trainer:
                       for name, values in split.labels.items()}
         input_ids, token_type_ids = pad_batch(
             [self.encoded["train"][i] for i in rows], self.text_encoder.pad_id)
-        logits = self.train_model(
-            paddle.to_tensor(input_ids), paddle.to_tensor(token_type_ids),
-            **feature_tensors(rows, split.numeric_features,
-                              split.categorical_features))
+        with self.amp.autocast():
+            logits = self.train_model(
+                paddle.to_tensor(input_ids), paddle.to_tensor(token_type_ids),
+                **feature_tensors(rows, split.numeric_features,
+                                  split.categorical_features))
+        if self.amp.enabled:
+            # The losses are computed in float32 from half-precision logits.
+            logits = [value.astype("float32") for value in logits]
         total, task_losses = multitask_loss(
             self.schema["tasks"], self.task_weights, logits,
             {name: paddle.to_tensor(values) for name, values in labels.items()},
@@ -620,6 +639,7 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "loss_meter": self.meter.state(),
             "loss_weighting": self.weighting.state(),
+            "amp": self.amp.state(),
             "loss_weighting_optimizer": (
                 None if self.weighting_optimizer is None else
                 small_optimizer_state(self.weighting_optimizer,
@@ -694,6 +714,7 @@ class Trainer:
         self.stopped_early = state["stopped_early"]
         self.meter.restore(state["loss_meter"])
         self.weighting.restore(state.get("loss_weighting", {}))
+        self.amp.restore(state.get("amp", {}))
         if self.weighting_optimizer is not None:
             # States written before the moments were saved restart them
             # from zero.
