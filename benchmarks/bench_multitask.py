@@ -1,0 +1,265 @@
+"""Sharing architectures and loss weightings against single-task models.
+
+For each dataset config, the script trains, with the same step budget and
+each seed:
+
+- one single-task model per task (the config with only that task; a task
+  chained on a parent, as in ESMM, loses the chain);
+- the multi-task model with each sharing type in `--sharing` (hard, mmoe,
+  ple) under each loss weighting in `--weightings`.
+
+Every run selects its best checkpoint by the mean of the tasks' first
+metrics on the validation split (`train.metric: mean`). The table reports
+test metrics, per task the one `mean_metric` names: ROC AUC for binary,
+the first metric for multiclass and the normalized Gini for regression
+types. Each cell is the mean and standard deviation over seeds. The last
+column is the average relative gain over the single-task models, the
+Delta-m of LibMTL (Lin and Zhang, 2023):
+
+    Delta-m = 100% / T * sum_t (M_t - S_t) / |S_t|
+
+with M_t the run's test metric of task t and S_t the mean over seeds of
+the single-task model's. All the metrics here are higher-is-better. The
+table gives its mean and standard deviation over seeds.
+
+Each run is a `tools/train.py` process with a generated config, so runs
+share nothing but the files. Budget options (`--max-rows`, `--max-steps`)
+apply to every run alike.
+
+    python benchmarks/bench_multitask.py --configs configs/online_shopping.yaml,configs/hillstrom.yaml --seeds 0,1,2
+"""
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from ernie_marketing.config import build_config  # noqa: E402
+from ernie_marketing.config.loader import read_config_mapping  # noqa: E402
+from ernie_marketing.config.schema import mean_metric  # noqa: E402
+from ernie_marketing.weighting import WEIGHTING_METHODS  # noqa: E402
+
+SHARING_TYPES = ("hard", "mmoe", "ple")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs",
+                        default="configs/online_shopping.yaml,"
+                        "configs/hillstrom.yaml",
+                        help="comma-separated dataset configs")
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="comma-separated values of train.seed")
+    parser.add_argument("--sharing", default=",".join(SHARING_TYPES),
+                        help=f"comma-separated subset of {SHARING_TYPES}")
+    parser.add_argument("--weightings", default=",".join(WEIGHTING_METHODS),
+                        help=f"comma-separated subset of {WEIGHTING_METHODS}")
+    parser.add_argument("--max-rows", type=int, default=None,
+                        help="data.max_rows of every run (default: the "
+                        "config's)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="train.max_steps of every run (default: the "
+                        "config's)")
+    parser.add_argument("--eval-steps", type=int, default=None,
+                        help="train.eval_steps of every run")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="train.num_threads of every run")
+    parser.add_argument("--work-dir", default="outputs/bench_multitask",
+                        help="configs, run folders and results.json go here; "
+                        "finished runs found here are not trained again")
+    parser.add_argument("--markdown", default=None,
+                        help="also write the table to this file")
+    return parser.parse_args(argv)
+
+
+# Run plans -----------------------------------------------------------------
+
+
+def base_mapping(path, args):
+    """Return the config mapping of `path` with the shared budget applied."""
+    raw = read_config_mapping(path)
+    raw.setdefault("train", {})
+    raw["train"]["metric"] = "mean"
+    raw["train"]["progress_bar"] = "off"
+    if args.max_rows is not None:
+        raw["data"]["max_rows"] = args.max_rows
+    for key, value in (("max_steps", args.max_steps),
+                       ("eval_steps", args.eval_steps),
+                       ("num_threads", args.threads)):
+        if value is not None:
+            raw["train"][key] = value
+    return raw
+
+
+def plan_runs(config_path, args):
+    """Return [(run name, config mapping, kind)], kind "single" or "multi"."""
+    dataset = os.path.splitext(os.path.basename(config_path))[0]
+    base = base_mapping(config_path, args)
+    runs = []
+    for seed in _ints(args.seeds):
+        for task in base["tasks"]:
+            raw = copy.deepcopy(base)
+            single = dict(task)
+            single.pop("parent", None)
+            raw["tasks"] = [single]
+            raw["train"]["seed"] = seed
+            raw.get("model", {}).pop("sharing", None)
+            raw["train"].pop("loss_weighting", None)
+            runs.append((f"{dataset}/single-{task['name']}/seed{seed}", raw,
+                         "single"))
+        for sharing in _names(args.sharing, SHARING_TYPES):
+            for method in _names(args.weightings, WEIGHTING_METHODS):
+                raw = copy.deepcopy(base)
+                raw.setdefault("model", {})["sharing"] = {"type": sharing}
+                raw["train"]["loss_weighting"] = {"method": method}
+                raw["train"]["seed"] = seed
+                runs.append((f"{dataset}/{sharing}-{method}/seed{seed}", raw,
+                             "multi"))
+    return dataset, base, runs
+
+
+def _ints(text):
+    return [int(value) for value in text.split(",") if value.strip()]
+
+
+def _names(text, allowed):
+    names = [value.strip() for value in text.split(",") if value.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        raise SystemExit(f"unknown value(s) {unknown}; expected some of "
+                         f"{list(allowed)}")
+    return names
+
+
+# Running -------------------------------------------------------------------
+
+
+def run_one(name, raw, work_dir):
+    """Train one run unless its metrics.json exists; return its metrics."""
+    run_dir = os.path.join(work_dir, name)
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    if os.path.isfile(metrics_path):
+        with open(metrics_path, encoding="utf-8") as f:
+            return json.load(f), 0.0
+    raw = copy.deepcopy(raw)
+    raw["output"] = {"dir": run_dir, "overwrite": True}
+    build_config(copy.deepcopy(raw))  # fail here, not in the subprocess
+    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+    config_path = run_dir + ".yaml"
+    with open(config_path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(raw, f, allow_unicode=True, sort_keys=False)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "tools/train.py", "-c",
+                           config_path], cwd=ROOT, capture_output=True,
+                          text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {done.returncode}):\n"
+                         f"{done.stderr[-3000:]}")
+    with open(metrics_path, encoding="utf-8") as f:
+        return json.load(f), seconds
+
+
+def task_metric(task):
+    return mean_metric(task["type"], tuple(task.get("top_k", (5, 10))))
+
+
+# Table ---------------------------------------------------------------------
+
+
+def summarise(dataset, base, results):
+    """Return table rows for one dataset from {run name: metrics}."""
+    tasks = [(task["name"], task_metric(task)) for task in base["tasks"]]
+
+    def test_value(metrics, task, metric):
+        value = metrics["test"][task][metric]
+        return float("nan") if value is None else float(value)
+
+    single = {}
+    for task, metric in tasks:
+        values = [test_value(m, task, metric) for name, m in results.items()
+                  if name.startswith(f"{dataset}/single-{task}/")]
+        single[task] = statistics.mean(values) if values else float("nan")
+
+    groups = {}
+    for name, metrics in results.items():
+        _, contender, _ = name.split("/")
+        if contender.startswith("single-"):
+            continue
+        groups.setdefault(contender, []).append(metrics)
+
+    rows = [[dataset, "single-task models"]
+            + [_spread([test_value(m, task, metric)
+                        for name, m in results.items()
+                        if name.startswith(f"{dataset}/single-{task}/")])
+               for task, metric in tasks] + ["0 (reference)"]]
+    for contender, runs in groups.items():
+        gains = []
+        for metrics in runs:
+            relative = [(test_value(metrics, task, metric) - single[task])
+                        / abs(single[task]) for task, metric in tasks]
+            gains.append(100.0 * sum(relative) / len(relative))
+        rows.append([dataset, contender]
+                    + [_spread([test_value(m, task, metric) for m in runs])
+                       for task, metric in tasks]
+                    + [_spread(gains, digits=2, unit="%")])
+    header = (["dataset", "model"]
+              + [f"{task} {metric}" for task, metric in tasks] + ["Delta-m"])
+    return header, rows
+
+
+def _spread(values, digits=4, unit=""):
+    if not values:
+        return "n/a"
+    mean = statistics.mean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}{unit}"
+    spread = statistics.stdev(values)
+    return (f"{mean:.{digits}f}{unit} ± {spread:.{digits}f}{unit} "
+            f"(n={len(values)})")
+
+
+def markdown(header, rows):
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    work_dir = os.path.abspath(args.work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    tables, summary = [], {}
+    for config_path in args.configs.split(","):
+        dataset, base, runs = plan_runs(config_path.strip(), args)
+        results = {}
+        for number, (name, raw, _) in enumerate(runs, 1):
+            metrics, seconds = run_one(name, raw, work_dir)
+            results[name] = metrics
+            summary[name] = {"test": metrics.get("test"), "seconds": seconds}
+            print(f"[{number}/{len(runs)}] {name}: {seconds:.0f} s",
+                  flush=True)
+        tables.append(markdown(*summarise(dataset, base, results)))
+    with open(os.path.join(work_dir, "results.json"), "w",
+              encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    text = "\n\n".join(tables)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

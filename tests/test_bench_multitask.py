@@ -1,0 +1,64 @@
+"""The multi-task benchmark's Delta-m: average relative gain over single-task."""
+
+import importlib.util
+import os
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "benchmarks", "bench_multitask.py")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_multitask", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def metrics(visit, spend):
+    return {"test": {"visit": {"roc_auc": visit}, "spend": {"gini": spend}}}
+
+
+def test_delta_m_relative_gain(bench):
+    base = {"tasks": [{"name": "visit", "type": "binary"},
+                      {"name": "spend", "type": "zero_inflated"}]}
+    results = {
+        "d/single-visit/seed0": metrics(0.60, None),
+        "d/single-visit/seed1": metrics(0.70, None),
+        "d/single-spend/seed0": metrics(None, 0.20),
+        "d/single-spend/seed1": metrics(None, 0.20),
+        # Visit +10% over 0.65, spend -50% over 0.20: Delta-m -20%.
+        "d/hard-fixed/seed0": metrics(0.715, 0.10),
+        # Visit 0%, spend +50%: Delta-m +25%.
+        "d/hard-fixed/seed1": metrics(0.65, 0.30),
+    }
+    header, rows = bench.summarise("d", base, results)
+    assert header == ["dataset", "model", "visit roc_auc", "spend gini",
+                      "Delta-m"]
+    assert rows[0][:3] == ["d", "single-task models", "0.6500 ± 0.0707 (n=2)"]
+    hard = rows[1]
+    assert hard[1] == "hard-fixed"
+    assert hard[4].startswith("2.50% ± 31.82%")
+
+
+def test_plan_drops_parent_for_single_task(bench, tmp_path):
+    args = bench.parse_args(["--seeds", "3", "--sharing", "mmoe",
+                             "--weightings", "dwa", "--max-steps", "5"])
+    dataset, _, runs = bench.plan_runs(
+        os.path.join(os.path.dirname(BENCH), "..", "configs",
+                     "hillstrom.yaml"), args)
+    names = [name for name, _, _ in runs]
+    assert dataset == "hillstrom"
+    assert names == ["hillstrom/single-visit/seed3",
+                     "hillstrom/single-conversion/seed3",
+                     "hillstrom/single-spend/seed3",
+                     "hillstrom/mmoe-dwa/seed3"]
+    conversion = runs[1][1]
+    assert conversion["tasks"] == [{"name": "conversion", "type": "binary",
+                                    "label_column": "conversion"}]
+    assert conversion["train"]["max_steps"] == 5
+    assert conversion["train"]["metric"] == "mean"
+    assert runs[3][1]["model"]["sharing"] == {"type": "mmoe"}
+    assert runs[3][1]["train"]["loss_weighting"] == {"method": "dwa"}
