@@ -2,7 +2,7 @@
 
 import os
 
-from ..config.loader import _apply_override, _build, _read_yaml
+from ..config.loader import build_dataclass, read_config_mapping
 from ..config.schema import DecisionConfig
 from ..errors import ConfigError
 
@@ -16,10 +16,7 @@ def load_decision_config(path, overrides=()):
             if not f.read().strip():
                 raise ConfigError(f"decision config {path} is empty; it needs "
                                   "a `decision:` section")
-    raw = _read_yaml(path)
-    for item in overrides:
-        _apply_override(raw, item)
-    return build_decision_config(raw, path)
+    return build_decision_config(read_config_mapping(path, overrides), path)
 
 
 def build_decision_config(raw, source="decision config"):
@@ -28,6 +25,6 @@ def build_decision_config(raw, source="decision config"):
     if unknown or SECTION not in raw:
         raise ConfigError(f"{source} must contain only a `{SECTION}:` section; "
                           f"found keys {sorted(raw)}")
-    config = _build(DecisionConfig, raw[SECTION], SECTION)
+    config = build_dataclass(DecisionConfig, raw[SECTION], SECTION)
     config.validate(SECTION)
     return config
