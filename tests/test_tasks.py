@@ -751,3 +751,32 @@ def test_all_types_predictions(all_types_run):
                     if p >= 0.5]
         assert labels == "|".join(expected)
     assert (predictions["spend_value"] >= 0).all()
+
+
+def test_multilabel_unknown_values_dropped(hillstrom_slice, tmp_path, caplog):
+    """With unknown_label=ignore, unseen values leave a multi-label row and
+    the warning says so; only a row with no known value is masked."""
+    _, frame = hillstrom_slice
+    train_path, valid_path = tmp_path / "train.csv", tmp_path / "valid.csv"
+    frame.iloc[:600].to_csv(train_path, index=False)
+    valid = frame.iloc[600:].copy().reset_index(drop=True)
+    valid.loc[0, "interests"] = "mens|kids"
+    valid.loc[1, "interests"] = "kids"
+    valid.to_csv(valid_path, index=False)
+    tasks = [{"name": "interests", "type": "multilabel",
+              "label_column": "interests"}]
+    config = hillstrom_config(str(train_path), tasks,
+                              valid_path=str(valid_path),
+                              unknown_label="ignore")
+    with caplog.at_level(logging.WARNING, logger="ernie_marketing"):
+        data = prepare_data(config)
+    labels = data.splits["valid"].labels["interests"]
+    kept = data.splits["valid"].frame["interests"] == "mens|kids"
+    np.testing.assert_array_equal(labels[kept.to_numpy()][0], [1.0, 0.0])
+    dropped = data.splits["valid"].frame["interests"] == "kids"
+    assert (labels[dropped.to_numpy()] == MISSING).all()
+    warnings = [r.getMessage() for r in caplog.records
+                if "never seen in training" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "2 label values never seen in training {'kids': 2}" in warnings[0]
+    assert "dropped from their rows" in warnings[0]

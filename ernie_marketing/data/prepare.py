@@ -259,7 +259,14 @@ def _encode_split(name, frame, config, vocabs, stats):
             raise DataError(f"{name} split: {exc}") from None
         labelled = int(labelled_rows(labels[task.name]).sum())
         stats.setdefault("labelled", {}).setdefault(name, {})[task.name] = labelled
-        if unknown_counts:
+        if unknown_counts and labels[task.name].ndim == 2:
+            # Multi-label and ranking rows keep their known values.
+            logger.warning("%s split, task %s: %d label values never seen "
+                           "in training %s dropped from their rows; rows "
+                           "left with no known value are masked", name,
+                           task.name, sum(unknown_counts.values()),
+                           unknown_counts)
+        elif unknown_counts:
             logger.warning("%s split, task %s: %d labels never seen in "
                            "training %s masked", name, task.name,
                            sum(unknown_counts.values()), unknown_counts)
