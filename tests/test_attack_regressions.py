@@ -1,7 +1,8 @@
 """Bad inputs that once passed silently or with a misleading error.
 
 Each now raises an error naming the value and the fix, or, for feature
-values near the float64 limit, is standardised without overflow. Feature
+values near the float64 limit, is standardised without overflow. A
+prediction input far beyond the training values logs a warning. Feature
 and label cases use slices of the real Hillstrom campaign table, and no
 test trains a model.
 """
@@ -77,6 +78,29 @@ def test_float32_overflow_at_prediction_raises(hillstrom):
     rows.loc[3, "history"] = 1e300
     with pytest.raises(DataError, match=r"'history'.*row 3 = 1e\+300"):
         encoder.transform(rows, "input")
+
+
+def test_far_value_at_prediction_warns(hillstrom, caplog):
+    encoder = fit(hillstrom)
+    rows = hillstrom.head(10).copy()
+    rows.loc[4, "history"] = 1e9
+    with caplog.at_level(logging.WARNING, logger="ernie_marketing"):
+        numeric, _ = encoder.transform(rows, "input")
+    assert np.isfinite(numeric).all()
+    warnings = [r.getMessage() for r in caplog.records
+                if "training standard deviations" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "numeric feature history has 1 values" in warnings[0]
+    assert "row 4 = 1e+09" in warnings[0]
+
+
+def test_training_values_never_warn_far(hillstrom, caplog):
+    train = hillstrom.copy()
+    train.loc[5, "history"] = 1e300
+    encoder = fit(train)
+    with caplog.at_level(logging.WARNING, logger="ernie_marketing"):
+        encoder.transform(train, "valid")
+    assert "training standard deviations" not in caplog.text
 
 
 def test_categorical_all_missing_raises(hillstrom):

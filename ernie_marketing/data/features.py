@@ -124,6 +124,9 @@ class FeatureEncoder:
                                     (values - self.means[j]) / self.stds[j])
             _check_float32(standardized, values, column, split_name, row_ids,
                            self.means[j], self.stds[j])
+            if split_name != "train":
+                _warn_far_values(standardized, values, column, split_name,
+                                 row_ids)
             scaled[:, j] = standardized
             if column in self.indicators:
                 flags.append(missing.astype(np.float32))
@@ -245,6 +248,28 @@ def _check_float32(standardized, values, column, split_name, row_ids, mean,
                     f"{mean:g} (std {std:g}) to standardise as float32, e.g. "
                     f"{shown}; fix those cells, or rescale the column (e.g. "
                     "log) and train again")
+
+
+# No training value is further than sqrt(n - 1) standard deviations from
+# the mean of its n values, so beyond 1,000 a value lies outside the range
+# of any training set of up to a million rows.
+FAR_STANDARD_DEVIATIONS = 1000.0
+
+
+def _warn_far_values(standardized, values, column, split_name, row_ids):
+    """Log a warning for values far beyond anything seen in training."""
+    far = np.flatnonzero(np.abs(standardized) > FAR_STANDARD_DEVIATIONS)
+    if far.size == 0:
+        return
+    shown = ", ".join(
+        f"row {row_ids[i] if row_ids is not None else i} = {values[i]:g}"
+        for i in far[:5])
+    logger.warning("%s: numeric feature %s has %d values more than %g "
+                   "training standard deviations from the training mean, "
+                   "e.g. %s; the model never saw such values and its "
+                   "outputs for these rows may saturate; check the units",
+                   split_name, column, far.size, FAR_STANDARD_DEVIATIONS,
+                   shown)
 
 
 def _vocabulary(values, min_frequency):
