@@ -3,13 +3,17 @@
 For each dataset config, the script trains, with the same step budget and
 each seed:
 
-- one single-task model per task (the config with only that task; a task
-  chained on a parent, as in ESMM, loses the chain);
+- one single-task model per task: the config with the other tasks at
+  weight 0, so the rows, the split and the model's inputs stay those of
+  the multi-task runs but only this task trains the encoder. A task
+  chained on a parent, as in ESMM, loses the chain. The run selects its
+  checkpoint on this task's metric;
 - the multi-task model with each sharing type in `--sharing` (hard, mmoe,
   ple) under each loss weighting in `--weightings`.
 
-Every run selects its best checkpoint by the mean of the tasks' first
-metrics on the validation split (`train.metric: mean`). The table reports
+Every multi-task run selects its best checkpoint by the mean of the
+tasks' first metrics on the validation split (`train.metric: mean`). The
+table reports
 test metrics, per task the one `mean_metric` names: ROC AUC for binary,
 the first metric for multiclass and the normalized Gini for regression
 types. Each cell is the mean and standard deviation over seeds. The last
@@ -30,8 +34,10 @@ apply to every run alike.
 """
 
 import argparse
+import concurrent.futures
 import copy
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -73,6 +79,8 @@ def parse_args(argv=None):
                         help="train.eval_steps of every run")
     parser.add_argument("--threads", type=int, default=None,
                         help="train.num_threads of every run")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at the same time")
     parser.add_argument("--work-dir", default="outputs/bench_multitask",
                         help="configs, run folders and results.json go here; "
                         "finished runs found here are not trained again")
@@ -108,9 +116,12 @@ def plan_runs(config_path, args):
     for seed in _ints(args.seeds):
         for task in base["tasks"]:
             raw = copy.deepcopy(base)
-            single = dict(task)
+            for other in raw["tasks"]:
+                other["weight"] = 0.0
+            single = next(t for t in raw["tasks"] if t["name"] == task["name"])
             single.pop("parent", None)
-            raw["tasks"] = [single]
+            single["weight"] = 1.0
+            raw["train"]["metric"] = f"{task['name']}.{task_metric(task)}"
             raw["train"]["seed"] = seed
             raw.get("model", {}).pop("sharing", None)
             raw["train"].pop("loss_weighting", None)
@@ -188,12 +199,13 @@ def summarise(dataset, base, results):
     for task, metric in tasks:
         values = [test_value(m, task, metric) for name, m in results.items()
                   if name.startswith(f"{dataset}/single-{task}/")]
+        values = _finite(values)
         single[task] = statistics.mean(values) if values else float("nan")
 
     groups = {}
     for name, metrics in results.items():
-        _, contender, _ = name.split("/")
-        if contender.startswith("single-"):
+        run_dataset, contender, _ = name.split("/")
+        if run_dataset != dataset or contender.startswith("single-"):
             continue
         groups.setdefault(contender, []).append(metrics)
 
@@ -217,7 +229,13 @@ def summarise(dataset, base, results):
     return header, rows
 
 
+def _finite(values):
+    return [value for value in values if math.isfinite(value)]
+
+
 def _spread(values, digits=4, unit=""):
+    """Return "mean ± standard deviation (n=...)" over the finite values."""
+    values = _finite(values)
     if not values:
         return "n/a"
     mean = statistics.mean(values)
@@ -240,17 +258,26 @@ def main(argv=None):
     args = parse_args(argv)
     work_dir = os.path.abspath(args.work_dir)
     os.makedirs(work_dir, exist_ok=True)
-    tables, summary = [], {}
-    for config_path in args.configs.split(","):
-        dataset, base, runs = plan_runs(config_path.strip(), args)
-        results = {}
-        for number, (name, raw, _) in enumerate(runs, 1):
-            metrics, seconds = run_one(name, raw, work_dir)
+    plans = [plan_runs(path.strip(), args) for path in args.configs.split(",")]
+    runs = [(name, raw) for _, _, planned in plans for name, raw, _ in planned]
+    # Seeds run in order across all datasets, so a stopped benchmark leaves
+    # whole seeds finished.
+    runs.sort(key=lambda run: run[0].rsplit("/seed", 1)[1])
+    results, summary = {}, {}
+
+    def train_run(item):
+        name, raw = item
+        return name, run_one(name, raw, work_dir)
+
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        for number, (name, (metrics, seconds)) in enumerate(
+                pool.map(train_run, runs), 1):
             results[name] = metrics
             summary[name] = {"test": metrics.get("test"), "seconds": seconds}
             print(f"[{number}/{len(runs)}] {name}: {seconds:.0f} s",
                   flush=True)
-        tables.append(markdown(*summarise(dataset, base, results)))
+    tables = [markdown(*summarise(dataset, base, results))
+              for dataset, base, _ in plans]
     with open(os.path.join(work_dir, "results.json"), "w",
               encoding="utf-8") as f:
         json.dump(summary, f, indent=2)

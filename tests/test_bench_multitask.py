@@ -43,7 +43,7 @@ def test_delta_m_relative_gain(bench):
     assert hard[4].startswith("2.50% ± 31.82%")
 
 
-def test_plan_drops_parent_for_single_task(bench, tmp_path):
+def test_plan_single_task_weights(bench, tmp_path):
     args = bench.parse_args(["--seeds", "3", "--sharing", "mmoe",
                              "--weightings", "dwa", "--max-steps", "5"])
     dataset, _, runs = bench.plan_runs(
@@ -56,9 +56,13 @@ def test_plan_drops_parent_for_single_task(bench, tmp_path):
                      "hillstrom/single-spend/seed3",
                      "hillstrom/mmoe-dwa/seed3"]
     conversion = runs[1][1]
-    assert conversion["tasks"] == [{"name": "conversion", "type": "binary",
-                                    "label_column": "conversion"}]
+    # Every task stays, so the split is the multi-task runs' split.
+    assert [t["name"] for t in conversion["tasks"]] == ["visit", "conversion",
+                                                        "spend"]
+    assert [t["weight"] for t in conversion["tasks"]] == [0.0, 1.0, 0.0]
+    assert "parent" not in conversion["tasks"][1]
     assert conversion["train"]["max_steps"] == 5
-    assert conversion["train"]["metric"] == "mean"
+    assert conversion["train"]["metric"] == "conversion.roc_auc"
+    assert runs[3][1]["train"]["metric"] == "mean"
     assert runs[3][1]["model"]["sharing"] == {"type": "mmoe"}
     assert runs[3][1]["train"]["loss_weighting"] == {"method": "dwa"}
