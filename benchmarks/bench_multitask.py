@@ -52,6 +52,7 @@ sys.path.insert(0, ROOT)
 from ernie_marketing.config import build_config  # noqa: E402
 from ernie_marketing.config.loader import read_config_mapping  # noqa: E402
 from ernie_marketing.config.schema import mean_metric  # noqa: E402
+from ernie_marketing.errors import ConfigError  # noqa: E402
 from ernie_marketing.weighting import WEIGHTING_METHODS  # noqa: E402
 
 SHARING_TYPES = ("hard", "mmoe", "ple")
@@ -83,7 +84,8 @@ def parse_args(argv=None):
                         help="runs trained at the same time")
     parser.add_argument("--work-dir", default="outputs/bench_multitask",
                         help="configs, run folders and results.json go here; "
-                        "finished runs found here are not trained again")
+                        "a finished run found here with the same config is "
+                        "not trained again")
     parser.add_argument("--markdown", default=None,
                         help="also write the table to this file")
     return parser.parse_args(argv)
@@ -127,8 +129,9 @@ def plan_runs(config_path, args):
             raw["train"].pop("loss_weighting", None)
             runs.append((f"{dataset}/single-{task['name']}/seed{seed}", raw,
                          "single"))
-        for sharing in _names(args.sharing, SHARING_TYPES):
-            for method in _names(args.weightings, WEIGHTING_METHODS):
+        for sharing in _names(args.sharing, SHARING_TYPES, "--sharing"):
+            for method in _names(args.weightings, WEIGHTING_METHODS,
+                                 "--weightings"):
                 raw = copy.deepcopy(base)
                 raw.setdefault("model", {})["sharing"] = {"type": sharing}
                 raw["train"]["loss_weighting"] = {"method": method}
@@ -138,16 +141,25 @@ def plan_runs(config_path, args):
     return dataset, base, runs
 
 
-def _ints(text):
-    return [int(value) for value in text.split(",") if value.strip()]
+def _ints(text, option="--seeds"):
+    values = [value.strip() for value in text.split(",") if value.strip()]
+    if not values:
+        raise SystemExit(f"error: {option} is empty; give comma-separated "
+                         "integers such as 0,1,2")
+    try:
+        return [int(value) for value in values]
+    except ValueError:
+        raise SystemExit(f"error: {option}={text!r} is invalid; give "
+                         "comma-separated integers such as 0,1,2") from None
 
 
-def _names(text, allowed):
-    names = [value.strip() for value in text.split(",") if value.strip()]
+def _names(text, allowed, option):
+    names = [value.strip().lower() for value in text.split(",")
+             if value.strip()]
     unknown = [name for name in names if name not in allowed]
-    if unknown:
-        raise SystemExit(f"unknown value(s) {unknown}; expected some of "
-                         f"{list(allowed)}")
+    if unknown or not names:
+        raise SystemExit(f"error: {option}={text!r} is invalid; expected "
+                         f"comma-separated values from {list(allowed)}")
     return names
 
 
@@ -155,17 +167,20 @@ def _names(text, allowed):
 
 
 def run_one(name, raw, work_dir):
-    """Train one run unless its metrics.json exists; return its metrics."""
+    """Train one run unless the work folder holds its finished run with the
+    same config; return its metrics and the training seconds."""
     run_dir = os.path.join(work_dir, name)
     metrics_path = os.path.join(run_dir, "metrics.json")
-    if os.path.isfile(metrics_path):
-        with open(metrics_path, encoding="utf-8") as f:
-            return json.load(f), 0.0
+    config_path = run_dir + ".yaml"
     raw = copy.deepcopy(raw)
     raw["output"] = {"dir": run_dir, "overwrite": True}
-    build_config(copy.deepcopy(raw))  # fail here, not in the subprocess
+    if os.path.isfile(metrics_path) and os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            finished = yaml.safe_load(f) == raw
+        if finished:
+            with open(metrics_path, encoding="utf-8") as f:
+                return json.load(f), 0.0
     os.makedirs(os.path.dirname(run_dir), exist_ok=True)
-    config_path = run_dir + ".yaml"
     with open(config_path, "w", encoding="utf-8") as f:
         yaml.safe_dump(raw, f, allow_unicode=True, sort_keys=False)
     started = time.perf_counter()
@@ -254,11 +269,32 @@ def markdown(header, rows):
     return "\n".join(lines)
 
 
+def check_plans(args):
+    """Return the run plans, or exit with one line naming a bad option."""
+    if args.jobs < 1:
+        raise SystemExit(f"error: --jobs={args.jobs} is invalid; give 1 or "
+                         "more")
+    paths = [path.strip() for path in args.configs.split(",") if path.strip()]
+    if not paths:
+        raise SystemExit("error: --configs is empty; give config files")
+    plans = []
+    for path in paths:
+        try:
+            plan = plan_runs(path, args)
+            for name, raw, _ in plan[2]:
+                build_config(copy.deepcopy(raw))
+        except ConfigError as exc:
+            raise SystemExit(f"error: {path} with the budget options: {exc}"
+                             ) from None
+        plans.append(plan)
+    return plans
+
+
 def main(argv=None):
     args = parse_args(argv)
+    plans = check_plans(args)
     work_dir = os.path.abspath(args.work_dir)
     os.makedirs(work_dir, exist_ok=True)
-    plans = [plan_runs(path.strip(), args) for path in args.configs.split(",")]
     runs = [(name, raw) for _, _, planned in plans for name, raw, _ in planned]
     # Seeds run in order across all datasets, so a stopped benchmark leaves
     # whole seeds finished.

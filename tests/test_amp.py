@@ -57,6 +57,32 @@ def test_amp_config_rejects_unknown(reviews_csv, tmp_path):
         build_config(raw)
 
 
+def test_amp_error_keeps_previous_run(reviews_csv, tmp_path):
+    """A dtype this CPU cannot run fails before output.dir is touched."""
+    raw = tiny_config(reviews_csv, tmp_path / "run",
+                      train={"max_steps": 2, "eval_steps": 2})
+    train(build_config(raw))
+    before = sorted(os.listdir(tmp_path / "run"))
+    with open(tmp_path / "run" / "config.yaml", encoding="utf-8") as f:
+        saved = f.read()
+    raw["output"]["overwrite"] = True
+    raw["train"]["amp"] = "float16"
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        train(build_config(raw))
+    assert sorted(os.listdir(tmp_path / "run")) == before
+    with open(tmp_path / "run" / "config.yaml", encoding="utf-8") as f:
+        assert f.read() == saved
+
+
+def test_amp_unquoted_off():
+    from ernie_marketing.config.loader import build_dataclass
+    from ernie_marketing.config.schema import TrainConfig
+
+    assert build_dataclass(TrainConfig, {"amp": False}).amp == "off"
+    with pytest.raises(ConfigError, match="train.amp=True is invalid"):
+        build_dataclass(TrainConfig, {"amp": True}, "train")
+
+
 class PowerOfTwoScaler:
     """A fixed loss scale with GradScaler's methods, working on the CPU."""
 
@@ -114,4 +140,4 @@ def test_loss_scale_steps_match_float32(partial_labels_csv, tmp_path,
                           "trainer_state.json"))
     assert state["amp"] == {"scale": [SCALE], "incr_count": 6}
     with open(tmp_path / "scaled" / "train.log", encoding="utf-8") as f:
-        assert "mixed precision: float16" in f.read()
+        assert "precision: mixed, float16 (train.amp=float16)" in f.read()

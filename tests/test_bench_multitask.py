@@ -66,3 +66,43 @@ def test_plan_single_task_weights(bench, tmp_path):
     assert runs[3][1]["train"]["metric"] == "mean"
     assert runs[3][1]["model"]["sharing"] == {"type": "mmoe"}
     assert runs[3][1]["train"]["loss_weighting"] == {"method": "dwa"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", ""], "--seeds is empty"),
+    (["--seeds", "a"], "--seeds='a' is invalid"),
+    (["--sharing", "foo"], "--sharing='foo' is invalid"),
+    (["--weightings", "mgda"], "--weightings='mgda' is invalid"),
+    (["--jobs", "0"], "--jobs=0 is invalid"),
+    (["--configs", "missing.yaml"], "missing.yaml"),
+    (["--max-steps", "0"], "train.max_steps=0"),
+])
+def test_bad_options_exit_with_one_line(bench, argv, message):
+    with pytest.raises(SystemExit) as info:
+        bench.check_plans(bench.parse_args(argv))
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_changed_budget_trains_again(bench, tmp_path, monkeypatch):
+    """A finished run is reused only when its saved config is the request."""
+    trained = []
+
+    def fake_run(command, **kwargs):
+        config_path = command[-1]
+        run_dir = config_path[:-len(".yaml")]
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+            f.write('{"test": {}}')
+        trained.append(config_path)
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    raw = {"train": {"max_steps": 2}}
+    bench.run_one("d/hard-fixed/seed0", raw, str(tmp_path))
+    bench.run_one("d/hard-fixed/seed0", raw, str(tmp_path))
+    assert len(trained) == 1
+    bench.run_one("d/hard-fixed/seed0", {"train": {"max_steps": 50}},
+                  str(tmp_path))
+    assert len(trained) == 2

@@ -254,8 +254,8 @@ def _convert(hint, value, path):
                 pass
         _type_error(hint, value, path)
     if origin is typing.Literal:
-        if isinstance(value, bool) and {"on", "off"} <= set(args):
-            # YAML 1.1 reads an unquoted on/off as a boolean.
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            # YAML 1.1 reads an unquoted on or off as a boolean.
             value = "on" if value else "off"
         if value not in args:
             raise ConfigError(f"{path}={value!r} is invalid: allowed values "

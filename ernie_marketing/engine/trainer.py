@@ -85,6 +85,10 @@ class Trainer:
         # Step of the newest resumable state on disk; None before the first.
         self.saved_step = None
         self.resume_dir = None
+        # Checked before output.dir is touched: a setting this machine
+        # cannot run must not cost the previous run's files.
+        self.amp_dtype = resolve_amp(config.train.amp,
+                                     config.train.loss_weighting.method)
         if self.group.is_main:
             self._open_output_dir()
             setup_logging(os.path.join(self.output_dir, "train.log"))
@@ -273,13 +277,16 @@ class Trainer:
             disable_cpu_kernels(self.model)
         if method != "fixed":
             logger.info("loss weighting: %s", method)
-        self.amp = MixedPrecision(resolve_amp(train_cfg.amp, method))
+        self.amp = MixedPrecision(self.amp_dtype)
         if self.amp.enabled:
-            logger.info("mixed precision: %s", self.amp.dtype)
+            logger.info("precision: mixed, %s (train.amp=%s)", self.amp.dtype,
+                        train_cfg.amp)
         elif train_cfg.amp == "auto" and not paddle.device.get_device(
                 ).startswith("cpu"):
-            logger.info("mixed precision: off, because loss weighting %s "
+            logger.info("precision: float32, because loss weighting %s "
                         "runs its own backward passes", method)
+        else:
+            logger.info("precision: float32 (train.amp=%s)", train_cfg.amp)
 
     # Training ------------------------------------------------------------
 
