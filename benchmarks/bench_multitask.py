@@ -136,6 +136,12 @@ def plan_runs(config_path, args):
                 raw.setdefault("model", {})["sharing"] = {"type": sharing}
                 raw["train"]["loss_weighting"] = {"method": method}
                 raw["train"]["seed"] = seed
+                if method == "dwa" and args.max_steps:
+                    # DWA moves its weights once per logging window, so a
+                    # short budget needs short windows; logging_steps
+                    # changes nothing else in a run.
+                    raw["train"]["logging_steps"] = max(1,
+                                                        args.max_steps // 10)
                 runs.append((f"{dataset}/{sharing}-{method}/seed{seed}", raw,
                              "multi"))
     return dataset, base, runs
@@ -167,7 +173,7 @@ def _names(text, allowed, option):
 
 
 def run_one(name, raw, work_dir):
-    """Train one run unless the work folder holds its finished run with the
+    """Train one run unless the work folder contains its finished run with the
     same config; return its metrics and the training seconds."""
     run_dir = os.path.join(work_dir, name)
     metrics_path = os.path.join(run_dir, "metrics.json")

@@ -66,6 +66,9 @@ def test_plan_single_task_weights(bench, tmp_path):
     assert runs[3][1]["train"]["metric"] == "mean"
     assert runs[3][1]["model"]["sharing"] == {"type": "mmoe"}
     assert runs[3][1]["train"]["loss_weighting"] == {"method": "dwa"}
+    # DWA gets logging windows short enough to update within the budget.
+    assert runs[3][1]["train"]["logging_steps"] == 1
+    assert conversion["train"]["logging_steps"] == 50
 
 
 @pytest.mark.parametrize("argv, message", [
