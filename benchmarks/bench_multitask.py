@@ -70,6 +70,8 @@ def parse_args(argv=None):
                         help=f"comma-separated subset of {SHARING_TYPES}")
     parser.add_argument("--weightings", default=",".join(WEIGHTING_METHODS),
                         help=f"comma-separated subset of {WEIGHTING_METHODS}")
+
+    # The budget, the same for every run.
     parser.add_argument("--max-rows", type=int, default=None,
                         help="data.max_rows of every run (default: the "
                         "config's)")
@@ -80,6 +82,7 @@ def parse_args(argv=None):
                         help="train.eval_steps of every run")
     parser.add_argument("--threads", type=int, default=None,
                         help="train.num_threads of every run")
+
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained at the same time")
     parser.add_argument("--work-dir", default="outputs/bench_multitask",

@@ -52,7 +52,7 @@ class LossWeighting:
         such as the uncertainty regulariser, are multiplied by it.
         """
         total = paddle.zeros([], dtype="float32")
-        for weight, loss in zip(self.base_weights, losses):
+        for weight, loss in zip(self.weights().values(), losses):
             total = total + weight * loss
         return total
 
@@ -131,12 +131,6 @@ class DynamicWeightAverage(LossWeighting):
     def weights(self):
         return dict(zip(self.names, self.current))
 
-    def total_loss(self, losses, share=1.0):
-        total = paddle.zeros([], dtype="float32")
-        for weight, loss in zip(self.current, losses):
-            total = total + weight * loss
-        return total
-
     def end_window(self, mean_losses):
         # A window where a task had no labelled rows (a NaN mean) is
         # ignored, so the weights stay as they were.
@@ -185,12 +179,6 @@ class GradNorm(LossWeighting):
 
     def weights(self):
         return dict(zip(self.names, self.current))
-
-    def total_loss(self, losses, share=1.0):
-        total = paddle.zeros([], dtype="float32")
-        for weight, loss in zip(self.current, losses):
-            total = total + weight * loss
-        return total
 
     def backward(self, total, losses, shared_parameters):
         last_layer = shared_parameters[-1]

@@ -156,7 +156,8 @@ def test_learned_weights_match_single(launched_run, single_run, weighting):
         assert max(abs(v) for v in single) > 1e-3
         np.testing.assert_allclose(parallel, single, rtol=0, atol=TOLERANCE)
     else:
-        assert parallel is None and single is None
+        assert parallel is None
+        assert single is None
 
 
 def test_logged_losses_global(launched_run, single_run):

@@ -755,7 +755,7 @@ def test_all_types_predictions(all_types_run):
 
 def test_multilabel_unknown_values_dropped(hillstrom_slice, tmp_path, caplog):
     """With unknown_label=ignore, unseen values leave a multi-label row and
-    the warning says so; only a row with no known value is masked."""
+    the warning states it. Only a row with no known value is masked."""
     _, frame = hillstrom_slice
     train_path, valid_path = tmp_path / "train.csv", tmp_path / "valid.csv"
     frame.iloc[:600].to_csv(train_path, index=False)
@@ -771,8 +771,9 @@ def test_multilabel_unknown_values_dropped(hillstrom_slice, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ernie_marketing"):
         data = prepare_data(config)
     labels = data.splits["valid"].labels["interests"]
-    kept = data.splits["valid"].frame["interests"] == "mens|kids"
-    np.testing.assert_array_equal(labels[kept.to_numpy()][0], [1.0, 0.0])
+    partly_known = data.splits["valid"].frame["interests"] == "mens|kids"
+    np.testing.assert_array_equal(labels[partly_known.to_numpy()][0],
+                                  [1.0, 0.0])
     dropped = data.splits["valid"].frame["interests"] == "kids"
     assert (labels[dropped.to_numpy()] == MISSING).all()
     warnings = [r.getMessage() for r in caplog.records

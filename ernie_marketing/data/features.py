@@ -261,15 +261,15 @@ def _warn_far_values(standardized, values, column, split_name, row_ids):
     far = np.flatnonzero(np.abs(standardized) > FAR_STANDARD_DEVIATIONS)
     if far.size == 0:
         return
-    shown = ", ".join(
+    examples = ", ".join(
         f"row {row_ids[i] if row_ids is not None else i} = {values[i]:g}"
         for i in far[:5])
     logger.warning("%s: numeric feature %s has %d values more than %g "
                    "training standard deviations from the training mean, "
-                   "e.g. %s; the model never saw such values and its "
+                   "e.g. %s. The model never saw such values, so its "
                    "outputs for these rows may saturate; check the units",
                    split_name, column, far.size, FAR_STANDARD_DEVIATIONS,
-                   shown)
+                   examples)
 
 
 def _vocabulary(values, min_frequency):

@@ -8,10 +8,10 @@ zero. The scaler unscales the gradients before the optimizer step and
 skips the step when any gradient overflowed. bfloat16 has float32's
 exponent range and needs no scale.
 
-Paddle's auto_cast left a Linear layer's output float32 on the CPU here,
-and GradScaler turns itself off there (paddle 3.3.1), so "auto" turns
-mixed precision on only on a GPU, and an explicit dtype on the CPU is a
-config error.
+On the CPU, Paddle's auto_cast left a Linear layer's output float32 here,
+and GradScaler turns itself off (paddle 3.3.1). So "auto" turns mixed
+precision on only on a GPU, and an explicit dtype on the CPU is a config
+error.
 """
 
 import numpy as np

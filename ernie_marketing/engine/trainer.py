@@ -350,19 +350,17 @@ class Trainer:
         elif self.group.distributed:
             divisor = self.group.loss_divisor
 
-        totals, task_sums, count_sums, rows = 0.0, None, None, shard
+        n_tasks = len(self.schema["tasks"])
+        total_sum, task_sums, count_sums = 0.0, np.zeros(n_tasks), np.zeros(
+            n_tasks)
         # The rows are sorted by length, so neighbours pad alike.
         for part, part_rows in enumerate(np.array_split(shard, parts)):
             total, task_losses = self._forward_losses(part_rows, index,
                                                       divisor, parts)
             loss_tensors = [loss for loss, _ in task_losses.values()]
-            values = [float(loss) for loss in loss_tensors]
-            counts = [int(count) for _, count in task_losses.values()]
-            totals += float(total)
-            task_sums = values if task_sums is None else [
-                a + b for a, b in zip(task_sums, values)]
-            count_sums = counts if count_sums is None else [
-                a + b for a, b in zip(count_sums, counts)]
+            total_sum += float(total)
+            task_sums += [float(loss) for loss in loss_tensors]
+            count_sums += [int(count) for _, count in task_losses.values()]
             if parts > 1:
                 # Only the last part's backward pass averages the summed
                 # gradients across ranks.
@@ -371,13 +369,13 @@ class Trainer:
 
         # One sum across ranks gives every rank the global losses and counts
         # and any rank's stop request, so all ranks stop at the same step.
-        summed = self.group.sum([totals, *task_sums, *count_sums,
+        summed = self.group.sum([total_sum, *task_sums, *count_sums,
                                  float(self.interrupt.requested)])
-        world_size, n_tasks = self.group.world_size, len(task_sums)
+        world_size = self.group.world_size
         global_total = summed[0] / world_size
         self.interrupt_agreed = bool(summed[-1])
         task_values = dict(zip(task_losses, summed[1:1 + n_tasks]))
-        if not self._check_finite(global_total, task_values, rows):
+        if not self._check_finite(global_total, task_values, shard):
             self._clear_gradients()
             self.scheduler.step()
             return None

@@ -178,7 +178,7 @@ def _attention_forward(self, query, key=None, value=None, attn_mask=None,
         mask = _convert_attention_mask(attn_mask, scores.dtype)
         # Paddle's add broadcasts a [batch, 1, 1, length] mask over heads
         # and queries about 9 times slower than it expands the mask and adds
-        # two tensors of one shape; the sums are the same.
+        # two tensors of one shape. The sums are the same.
         scores = scores + paddle.expand(mask, scores.shape)
     weights = F.softmax(scores)
     if self.dropout:
