@@ -52,10 +52,12 @@ def keep_freed_memory():
     32 MiB) with new mmap pages and unmaps them on free, so the kernel
     faults in and zeroes every large operator output again. With mmap off
     and trimming only above 2 GiB of free memory, freed blocks are reused.
-    On a 2-core AMD EPYC (paddle 3.3.1) this made an add of two
-    [32, 128, 3072] float32 tensors 5 times faster and cut a training step
-    of the ernie-3.0-medium-zh shape on 32 x 128 tokens from 6.8 s to 5.9 s.
-    The process then keeps most of its peak memory until it exits.
+    NOTE: one timing on a 2-core AMD EPYC (paddle 3.3.1), not kept as a
+    benchmark, found an add of two [32, 128, 3072] float32 tensors about 5
+    times faster and a training step of the ernie-3.0-medium-zh shape about
+    13% faster; benchmarks/bench_training.py measures this setting only
+    together with the CPU kernels. The process keeps most of its peak
+    memory until it exits.
 
     Does nothing and returns False unless the C library is glibc, or when
     the environment already sets glibc malloc options.
