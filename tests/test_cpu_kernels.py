@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 import pytest
 from conftest import SHOPPING_ZIP, tiny_config
 
@@ -71,13 +72,22 @@ def assert_close_grads(expected, actual, rtol=1e-5):
         assert gap <= rtol * scale, f"{name}: gap {gap} vs scale {scale}"
 
 
+@pytest.fixture
+def stock_dropout(monkeypatch):
+    """Make the patched layers draw Paddle's own dropout masks, so the
+    outputs of the other kernels can be compared with the stock layers'."""
+    monkeypatch.setattr(cpu_kernels, "dropout", lambda x, p: F.dropout(
+        x, p, training=True, mode="upscale_in_train"))
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_training_pass_matches_stock(pooling):
+def test_training_pass_matches_stock(pooling, stock_dropout):
     model = tiny_model(pooling)
     stock_logits, stock_grads = train_outputs(model)
     counts = enable_cpu_kernels(model)
     logits, grads = train_outputs(model)
-    assert counts == {"linear": 16, "attention": 2, "layer_norm": 5}
+    assert counts == {"linear": 16, "attention": 2, "layer_norm": 5,
+                      "dropout": 10}
     for expected, actual in zip(stock_logits, logits):
         np.testing.assert_array_equal(actual, expected)
     assert_close_grads(stock_grads, grads)
@@ -86,7 +96,8 @@ def test_training_pass_matches_stock(pooling):
 def test_kernels_run_only_in_training(monkeypatch):
     calls = []
     for layer_class in (cpu_kernels.LinearFunction, cpu_kernels.SplitHeads,
-                        cpu_kernels.LayerNormFunction):
+                        cpu_kernels.LayerNormFunction,
+                        cpu_kernels.DropoutFunction):
         monkeypatch.setattr(layer_class, "backward",
                             _counting(layer_class, calls))
     model = tiny_model()
@@ -98,6 +109,10 @@ def test_kernels_run_only_in_training(monkeypatch):
     assert calls.count("LinearFunction") == 16
     assert calls.count("SplitHeads") == 6
     assert calls.count("LayerNormFunction") == 5
+    # Embeddings; attention weights and two residual branches per encoder
+    # layer; 3 in the heads. The dropout after each encoder layer's
+    # activation has probability 0 and takes F.dropout.
+    assert calls.count("DropoutFunction") == 10
 
 
 def _counting(layer_class, calls):
@@ -110,7 +125,7 @@ def _counting(layer_class, calls):
     return staticmethod(counted)
 
 
-def test_frozen_parameters_get_no_gradient():
+def test_frozen_parameters_get_no_gradient(stock_dropout):
     stock = tiny_model()
     for param in stock.encoder.embeddings.parameters():
         param.stop_gradient = True
@@ -224,7 +239,7 @@ def test_config_rejects_invalid_setting(tmp_path):
         build_config(raw)
 
 
-def test_trainer_on_and_off_agree(tmp_path):
+def test_trainer_on_and_off_agree(tmp_path, stock_dropout):
     from ernie_marketing.engine.checkpoint import load_checkpoint
     from ernie_marketing.engine.trainer import train
 
@@ -248,3 +263,56 @@ def test_trainer_on_and_off_agree(tmp_path):
     for name, expected in weights["off"].items():
         np.testing.assert_allclose(weights["on"][name], expected, rtol=1e-5,
                                    atol=1e-6, err_msg=name)
+
+
+def test_dropout_rate_and_scale():
+    paddle.seed(5)
+    x = paddle.uniform([400, 2500], min=0.5, max=1.5)
+    x.stop_gradient = False
+    p = 0.1
+    out = cpu_kernels.dropout(x, p)
+    is_kept = out.numpy() != 0
+    # Over 1e6 draws the dropped share's standard deviation is 3e-4.
+    assert abs((1 - is_kept.mean()) - p) < 1.5e-3
+    np.testing.assert_allclose(out.numpy()[is_kept], x.numpy()[is_kept] / (1 - p),
+                               rtol=1e-6)
+    grad = paddle.grad(out, x, paddle.full(x.shape, 3.0))[0].numpy()
+    np.testing.assert_array_equal(grad != 0, is_kept)
+    np.testing.assert_allclose(grad[is_kept], 3.0 / (1 - p), rtol=1e-6)
+
+
+def test_dropout_follows_paddle_random_state():
+    x = paddle.ones([64, 33])
+    paddle.seed(7)
+    first = cpu_kernels.dropout(x, 0.5).numpy()
+    state = paddle.get_rng_state()
+    second = cpu_kernels.dropout(x, 0.5).numpy()
+    paddle.set_rng_state(state)
+    again = cpu_kernels.dropout(x, 0.5).numpy()
+    paddle.seed(7)
+    reseeded = cpu_kernels.dropout(x, 0.5).numpy()
+    np.testing.assert_array_equal(again, second)
+    np.testing.assert_array_equal(reseeded, first)
+    assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_dropout_edge_probabilities(p):
+    x = paddle.randn([8, 5])
+    expected = F.dropout(x, p, training=True).numpy()
+    np.testing.assert_array_equal(cpu_kernels.dropout(x, p).numpy(), expected)
+
+
+def test_dropout_layer_outside_training_is_stock():
+    layer = paddle.nn.Dropout(0.3)
+    enable_cpu_kernels(layer)
+    x = paddle.randn([4, 6])
+    layer.eval()
+    np.testing.assert_array_equal(layer(x).numpy(), x.numpy())
+    layer.train()
+    with paddle.no_grad():
+        paddle.seed(3)
+        patched = layer(x).numpy()
+        paddle.seed(3)
+        stock = F.dropout(x, 0.3, training=True).numpy()
+    np.testing.assert_array_equal(patched, stock)
