@@ -244,6 +244,13 @@ def test_harmless_keys_accepted(short_copy):
                                               "last")
 
 
+def test_amp_off_resumes_auto_on_cpu(short_copy):
+    # Both settings train in float32 on the CPU.
+    trainer = Trainer(with_train(short_copy, resume=True, amp="off"))
+    assert trainer.resume_dir == os.path.join(short_copy["output"]["dir"],
+                                              "last")
+
+
 def test_resume_finished_run_longer(short_copy):
     run_dir = short_copy["output"]["dir"]
     result = train(with_train(short_copy, resume=True, max_steps=6))

@@ -117,6 +117,8 @@ def check_resume_config(state_dir, config, build=build_config,
             continue
         if key in GROWABLE_KEYS and _grows(before, after):
             continue
+        if key == "train.amp" and _same_precision(saved, config):
+            continue
         differing.append(f"{key} (saved {_show(before)}, now {_show(after)})")
     if differing:
         raise ConfigError(
@@ -125,6 +127,19 @@ def check_resume_config(state_dir, config, build=build_config,
             f"config ({os.path.join(state_dir, CONFIG_FILE)}) or start a new "
             "run in another output.dir")
     return saved
+
+
+def _same_precision(saved, config):
+    """Return True when both configs' train.amp train in one precision here,
+    as auto and off do on the CPU."""
+    from .amp import resolve_amp
+
+    try:
+        return (resolve_amp(saved.train.amp, saved.train.loss_weighting.method)
+                == resolve_amp(config.train.amp,
+                               config.train.loss_weighting.method))
+    except ConfigError:
+        return False
 
 
 def _flatten(value, prefix=""):
