@@ -10,6 +10,7 @@ because the masks of two half batches cannot equal those of one batch.
 
 import glob
 import os
+import random
 import re
 import socket
 import subprocess
@@ -47,18 +48,34 @@ NO_DROPOUT = dict(
 
 
 def free_port_pair():
-    """Return a port p on 127.0.0.1 with p and p + 1 free just now."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
+    """Return a port p on 127.0.0.1 with p and p + 1 free just now.
+
+    The ports are drawn below the kernel's range for outgoing connections,
+    so another process's connection cannot take them before the launcher
+    binds them.
+    """
+    first_ephemeral = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first_ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    low = max(1024, first_ephemeral - 10000)
+    draw = random.Random()
+    for _ in range(100):
+        port = draw.randrange(low, first_ephemeral - 1)
+        if _port_is_free(port) and _port_is_free(port + 1):
+            return port
     pytest.fail("no two adjacent free ports on 127.0.0.1")
+
+
+def _port_is_free(port):
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def run_config(train_path, output_dir, variant="fixed"):
