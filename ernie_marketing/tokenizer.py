@@ -20,21 +20,27 @@ SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
 VOCAB_NAME = "vocab.txt"
 
 
-def load_tokenizer(config, work_dir, train_texts=None):
+def load_tokenizer(config, work_dir, train_texts=None, word_counts=None):
     """Return an `ErnieTokenizer` from the source `config.tokenizer` names.
 
-    `work_dir` receives a rewritten or built vocabulary file.
+    `work_dir` receives a rewritten or built vocabulary file. A built
+    vocabulary comes from `train_texts`, or from `word_counts` (a
+    `WordCounts` of the training texts) when the texts are not in memory.
     """
     from paddlenlp.transformers import ErnieTokenizer
 
     tok = config.tokenizer
     os.makedirs(work_dir, exist_ok=True)
     if tok.build_vocab:
-        if not train_texts:
-            raise ConfigError("tokenizer.build_vocab=true needs training texts")
-        vocab_file = build_vocab(train_texts, os.path.join(work_dir, VOCAB_NAME),
-                                 tok.vocab_min_freq, tok.vocab_max_size,
-                                 tok.do_lower_case)
+        if word_counts is None:
+            if not train_texts:
+                raise ConfigError("tokenizer.build_vocab=true needs training "
+                                  "texts")
+            word_counts = WordCounts(tok.do_lower_case)
+            word_counts.update(train_texts)
+        vocab_file = write_vocab(word_counts,
+                                 os.path.join(work_dir, VOCAB_NAME),
+                                 tok.vocab_min_freq, tok.vocab_max_size)
         return ErnieTokenizer(vocab_file, do_lower_case=tok.do_lower_case)
     if tok.vocab_file is not None:
         vocab_file = standard_vocab_file(tok.vocab_file, work_dir)
@@ -119,20 +125,46 @@ def standard_vocab_file(path, work_dir):
     return out_path
 
 
+class WordCounts:
+    """Word frequencies of training texts, counted in file order.
+
+    `update` may be called once per chunk of a streamed file: the counts and
+    the order of first appearance, which breaks ties between equal counts,
+    are those of one pass over all the texts.
+    """
+
+    def __init__(self, lower=True):
+        from paddlenlp.transformers import BasicTokenizer
+
+        self.basic = BasicTokenizer(do_lower_case=lower)
+        self.words = collections.Counter()
+        self.texts = 0
+
+    def update(self, texts):
+        for text in texts:
+            self.words.update(self.basic.tokenize(text))
+            self.texts += 1
+
+
 def build_vocab(texts, out_path, min_freq=1, max_size=20000, lower=True):
     """Write a vocabulary of the training text's tokens, most frequent first.
+
+    See `write_vocab` for the tokens kept.
+    """
+    word_counts = WordCounts(lower)
+    word_counts.update(texts)
+    return write_vocab(word_counts, out_path, min_freq, max_size)
+
+
+def write_vocab(word_counts, out_path, min_freq=1, max_size=20000):
+    """Write the vocabulary of a `WordCounts`, most frequent first.
 
     Chinese characters are tokens of their own. Other words are kept whole
     when frequent. Every non-Chinese character is also kept as a
     continuation piece (`##c`), so rarer words split into characters
     instead of becoming [UNK].
     """
-    from paddlenlp.transformers import BasicTokenizer
-
-    basic = BasicTokenizer(do_lower_case=lower)
-    words = collections.Counter()
-    for text in texts:
-        words.update(basic.tokenize(text))
+    words = word_counts.words
     chars = collections.Counter()
     for word, count in words.items():
         if len(word) > 1:
@@ -155,7 +187,7 @@ def build_vocab(texts, out_path, min_freq=1, max_size=20000, lower=True):
     with open(out_path, "w", encoding="utf-8") as f:
         f.write("\n".join(vocab) + "\n")
     logger.info("built a vocabulary of %d tokens from %d training texts: %s",
-                len(vocab), len(texts), out_path)
+                len(vocab), word_counts.texts, out_path)
     return out_path
 
 

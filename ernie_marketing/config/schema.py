@@ -139,6 +139,12 @@ class DataConfig:
     unknown_label: Literal["error", "ignore"] = "error"
     # Read each file as a transaction log and derive one row per customer.
     transactions: Optional[TransactionsConfig] = None
+    # Stream the training file in chunks of `chunk_rows` rows instead of
+    # loading it; valid_path and test_path are still read whole. Streaming
+    # keeps the training file's duplicate texts, and max_rows takes its
+    # first rows instead of a stratified sample.
+    streaming: bool = False
+    chunk_rows: int = 50000
 
     def validate(self, path):
         has_columns = bool(self.text_columns)
@@ -178,6 +184,29 @@ class DataConfig:
             )
         if self.transactions is not None:
             self.transactions.validate(f"{path}.transactions")
+        self._validate_streaming(path)
+
+    def _validate_streaming(self, path):
+        _require(
+            isinstance(self.chunk_rows, int) and self.chunk_rows >= 1,
+            f"{path}.chunk_rows",
+            self.chunk_rows,
+            "a positive number of rows per chunk, e.g. 50000",
+        )
+        if not self.streaming:
+            return
+        if self.valid_path is None:
+            raise ConfigError(
+                f"{path}.streaming=true needs {path}.valid_path: a streamed "
+                "training file cannot be split at random; give "
+                f"{path}.valid_path (and optionally {path}.test_path) or set "
+                f"{path}.streaming=false")
+        if self.transactions is not None:
+            raise ConfigError(
+                f"{path}.streaming=true cannot be used with "
+                f"{path}.transactions: a customer's rows may lie in any "
+                "chunk, so the customer table needs the whole log; set "
+                f"{path}.streaming=false")
 
 
 @dataclass

@@ -1,6 +1,11 @@
 """Length-bucketed batches with padding to the longest row of each batch."""
 
+from dataclasses import dataclass, field
+from typing import Optional
+
 import numpy as np
+
+from .labels import unlabelled_rows
 
 
 def bucketed_batches(lengths, batch_size, bucket_batches, rng):
@@ -38,3 +43,75 @@ def pad_batch(sequences, pad_id):
         input_ids[i, :len(seq)] = seq
     token_type_ids = np.zeros_like(input_ids)
     return input_ids, token_type_ids
+
+
+@dataclass
+class TrainBatch:
+    """One process's rows of a training batch, ready for the model.
+
+    `input_ids` has one int64 id array per row, and `labels` maps task
+    names to the rows' encoded labels. The feature arrays have one row per
+    batch row, or are None when no such feature is configured. `filler` is
+    a one-row batch that `parts` uses, without its labels, for a part with
+    no rows, because every process must run each step's forward and
+    backward passes.
+    """
+
+    input_ids: list
+    labels: dict
+    row_ids: np.ndarray
+    numeric_features: Optional[np.ndarray] = None
+    categorical_features: Optional[np.ndarray] = None
+    filler: Optional["TrainBatch"] = field(default=None, repr=False)
+
+    def __len__(self):
+        return len(self.input_ids)
+
+    @classmethod
+    def from_rows(cls, rows, input_ids, labels, row_ids, numeric_features=None,
+                  categorical_features=None, filler_row=None):
+        """Return the batch of positions `rows` of in-memory split arrays.
+
+        `filler_row` (default: the first of `rows`) is the position of the
+        row that replaces an empty part.
+        """
+        arrays = (input_ids, labels, np.asarray(row_ids), numeric_features,
+                  categorical_features)
+        rows = np.asarray(rows, dtype=np.int64)
+        batch = cls(*arrays).select(rows)
+        if filler_row is None and len(rows):
+            filler_row = rows[0]
+        if filler_row is not None:
+            batch.filler = cls(*arrays).select([filler_row])
+        return batch
+
+    def select(self, positions):
+        """Return the rows at `positions` of this batch, with its filler."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return TrainBatch([self.input_ids[i] for i in positions],
+                          {name: values[positions]
+                           for name, values in self.labels.items()},
+                          self.row_ids[positions],
+                          _take(self.numeric_features, positions),
+                          _take(self.categorical_features, positions),
+                          self.filler)
+
+    def parts(self, count):
+        """Split the batch into `count` parts of consecutive rows.
+
+        A part without rows is the filler row with its labels removed, so
+        its loss and gradient are zero.
+        """
+        parts = []
+        for positions in np.array_split(np.arange(len(self)), count):
+            part = self.select(positions)
+            if len(part) == 0:
+                part = self.filler.select([0])
+                part.labels = {name: unlabelled_rows(values, 1)
+                               for name, values in part.labels.items()}
+            parts.append(part)
+        return parts
+
+
+def _take(array, rows):
+    return None if array is None else array[rows]

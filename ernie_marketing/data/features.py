@@ -68,28 +68,35 @@ class FeatureEncoder:
         check_columns(frame, feature_config.columns, "the training split")
         means, stds, indicators = [], [], []
         for column in feature_config.numeric:
-            values = _numeric_column(frame, column, row_ids)
+            values = numeric_values(frame, column, row_ids)
             present = values[~np.isnan(values)]
-            if present.size == 0:
-                raise DataError(f"numeric feature column {column!r} is empty "
-                                "in the training split; fill it or remove it "
-                                "from features.numeric")
+            check_numeric_fit(column, present.size)
             mean, std = _mean_and_std(present)
             means.append(mean)
             stds.append(std if std > 0 else 1.0)
             if present.size < values.size:
                 indicators.append(column)
+        value_counts = [category_counts(frame[column])
+                        for column in feature_config.categorical]
+        return cls.from_statistics(feature_config, means, stds, indicators,
+                                   value_counts)
+
+    @classmethod
+    def from_statistics(cls, feature_config, means, stds, indicators,
+                        value_counts):
+        """Return an encoder from fitted numeric statistics and the
+        `category_counts` of each categorical column."""
         vocabularies = []
-        for column in feature_config.categorical:
-            vocabulary = _vocabulary(frame[column], feature_config.min_frequency)
-            if not vocabulary and frame[column].map(normalize_label).isna().all():
+        for column, counts in zip(feature_config.categorical, value_counts):
+            if counts.empty:
                 raise DataError(f"categorical feature column {column!r} is "
                                 "empty in the training split; fill it or "
                                 "remove it from features.categorical")
-            vocabularies.append(vocabulary)
+            vocabularies.append(_vocabulary(counts,
+                                            feature_config.min_frequency))
         encoder = cls(feature_config.numeric, feature_config.categorical,
                       means, stds, indicators, vocabularies)
-        encoder._log_fit(frame)
+        encoder._log_fit([len(counts) for counts in value_counts])
         return encoder
 
     @property
@@ -118,7 +125,7 @@ class FeatureEncoder:
         scaled = np.zeros((len(frame), len(self.numeric)), dtype=np.float32)
         flags = []
         for j, column in enumerate(self.numeric):
-            values = _numeric_column(frame, column, row_ids)
+            values = numeric_values(frame, column, row_ids)
             missing = np.isnan(values)
             standardized = np.where(missing, 0.0,
                                     (values - self.means[j]) / self.stds[j])
@@ -156,13 +163,13 @@ class FeatureEncoder:
                             examples)
         return ids
 
-    def _log_fit(self, frame):
+    def _log_fit(self, distinct_counts):
         for column, mean, std in zip(self.numeric, self.means, self.stds):
             logger.info("numeric feature %s: mean %.4g, std %.4g%s", column,
                         mean, std, ", with a missing-value indicator"
                         if column in self.indicators else "")
-        for column, vocabulary in zip(self.categorical, self.vocabularies):
-            distinct = frame[column].map(normalize_label).dropna().nunique()
+        for column, vocabulary, distinct in zip(
+                self.categorical, self.vocabularies, distinct_counts):
             logger.info("categorical feature %s: %d values with ids, %d more "
                         "share the unseen-value id (features.min_frequency)",
                         column, len(vocabulary), distinct - len(vocabulary))
@@ -210,7 +217,25 @@ def check_columns(frame, columns, where):
                         f"{separator_hint(frame)}")
 
 
-def _numeric_column(frame, column, row_ids):
+def check_numeric_fit(column, n_present):
+    """Raise DataError when a numeric column has no training value."""
+    if n_present == 0:
+        raise DataError(f"numeric feature column {column!r} is empty in the "
+                        "training split; fill it or remove it from "
+                        "features.numeric")
+
+
+def category_counts(values):
+    """Return how often each value of a categorical column occurs.
+
+    Values are keyed as `normalize_label` makes them (3.0 and "3" are one
+    key); missing cells are not counted.
+    """
+    return values.map(normalize_label).dropna().value_counts()
+
+
+def numeric_values(frame, column, row_ids=None):
+    """Return a numeric feature column as float64, NaN where missing."""
     return parse_numbers(
         frame[column].tolist(), f"numeric feature column {column!r}", row_ids,
         "a number or an empty cell; list a text column under "
@@ -272,9 +297,9 @@ def _warn_far_values(standardized, values, column, split_name, row_ids):
                    examples)
 
 
-def _vocabulary(values, min_frequency):
-    # normalize_label maps 3.0 and "3" to one key and blank cells to None.
-    counts = values.map(normalize_label).dropna().value_counts()
+def _vocabulary(counts, min_frequency):
+    """Return the values of `category_counts` seen at least `min_frequency`
+    times."""
     kept = counts[counts >= min_frequency]
     # Most frequent first; ties in order of the value, for a stable file.
     return sorted(kept.index, key=lambda v: (-int(kept[v]), str(v)))

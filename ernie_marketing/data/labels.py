@@ -206,25 +206,34 @@ class TargetScaler:
     def build(cls, task, values, row_ids=None):
         scaler = cls(task.name, task.label_column, task.type, task.log1p)
         targets, _ = scaler.encode(values, row_ids=row_ids)
+        n_present, transformed = scaler.fitted_values(targets)
+        check_fitted_counts(task, n_present, transformed.size)
+        scaler.set_statistics(float(transformed.mean()),
+                              float(transformed.std()),
+                              float(transformed.min()),
+                              float(transformed.max()))
+        return scaler
+
+    def fitted_values(self, targets):
+        """Return the labelled count of `targets` (from `encode`) and the
+        float64 values the statistics are fitted on.
+
+        Those are the labelled targets (only the positive ones for a
+        zero_inflated task), after log1p when set.
+        """
         # float64, because the square of a float32 target can overflow.
         present = targets[~np.isnan(targets)].astype(np.float64)
-        if present.size == 0:
-            raise _no_labels_error(task)
-        if task.type == "zero_inflated":
+        n_present = present.size
+        if self.task_type == "zero_inflated":
             present = present[present > 0]
-            if present.size == 0:
-                raise DataError(f"task {task.name!r}: column "
-                                f"{task.label_column!r} has no value above 0 "
-                                "in the training split, so a zero_inflated "
-                                "task cannot learn an amount; check the "
-                                "column or use a binary task")
-        transformed = np.log1p(present) if scaler.log1p else present
-        scaler.mean = float(transformed.mean())
-        std = float(transformed.std())
-        scaler.std = std if std > 0 else 1.0
-        scaler.low = float(transformed.min())
-        scaler.high = float(transformed.max())
-        return scaler
+        return n_present, np.log1p(present) if self.log1p else present
+
+    def set_statistics(self, mean, std, low, high):
+        """Set the fitted mean, std (1 when 0) and range of the targets."""
+        self.mean = mean
+        self.std = std if std > 0 else 1.0
+        self.low = low
+        self.high = high
 
     def __len__(self):
         return 0
@@ -299,6 +308,21 @@ def build_label_encoder(task, values, row_ids=None):
     if task.type in REGRESSION_TYPES:
         return TargetScaler.build(task, values, row_ids)
     return LabelVocab.build(task, values)
+
+
+def check_fitted_counts(task, n_present, n_fitted):
+    """Raise DataError when a numeric task has no targets to fit on.
+
+    `n_present` counts the labelled training rows and `n_fitted` the values
+    `TargetScaler.fitted_values` kept of them.
+    """
+    if n_present == 0:
+        raise _no_labels_error(task)
+    if n_fitted == 0:
+        raise DataError(f"task {task.name!r}: column {task.label_column!r} "
+                        "has no value above 0 in the training split, so a "
+                        "zero_inflated task cannot learn an amount; check the "
+                        "column or use a binary task")
 
 
 def label_encoder_from_schema(task):

@@ -54,10 +54,22 @@ def prepare_data(config, splits=SPLIT_NAMES, vocabs=None, features=None):
     Label encoders are built from the training split unless `vocabs` (task
     name -> encoder, e.g. from a checkpoint) is given; the same applies to the
     `FeatureEncoder` of `config.features` and `features`. Returns the
-    requested splits; a split with no rows is left out.
+    requested splits; a split with no rows is left out. With
+    data.streaming the training file is not read into memory, so the result
+    has no train split (see `train_stream.py`).
     """
     data = config.data
     stats = {}
+    if data.streaming and (vocabs is None or (
+            features is None and config.features.columns)):
+        # The training file is never loaded whole: a streamed pass fits the
+        # label and feature encoders.
+        from .train_stream import scan_training_file
+
+        scan = scan_training_file(config)
+        vocabs = vocabs or scan.vocabs
+        features = features or scan.features
+        stats.update(scan.stats)
     frames = _read_frames(config, stats)
     if "all" in frames:
         frames = split_frame(frames.pop("all"), config, stats)
@@ -106,6 +118,11 @@ def _read_frames(config, stats):
              "test": data.test_path}
     frames = {}
     train_columns = None
+    if data.streaming:
+        from .train_stream import read_header
+
+        train_columns = read_header(config)
+        paths.pop("train")
     for name, path in paths.items():
         if path is None:
             continue
@@ -118,6 +135,8 @@ def _read_frames(config, stats):
         if data.transactions is not None:
             frame = customer_table(frame, data.transactions, path)
         frames[name] = clean_frame(frame, config, path, stats, name)
+    if data.streaming:
+        return frames
     if data.max_rows is not None and len(frames["train"]) > data.max_rows:
         frames["train"] = stratified_sample(
             frames["train"], config.tasks[0].label_column, data.max_rows,
@@ -159,6 +178,33 @@ def _read_source(path, data, train_columns):
 def clean_frame(frame, config, path, stats, split_name):
     """Check columns, build the `text` column, drop empty and duplicate texts."""
     data = config.data
+    frame, counts = clean_rows(frame, config, path)
+    stats[split_name] = counts
+    logger.info(
+        "%s: read %d rows from %s; removed byte-order marks or zero-width "
+        "characters from %d texts; empty texts: %d %s; duplicate texts: %d %s",
+        split_name, counts["rows_read"], path,
+        counts["invisible_marks_removed"], counts["empty_text"],
+        "dropped" if data.drop_empty_text else "kept",
+        counts["duplicate_text"],
+        "dropped" if data.drop_duplicates else "kept")
+    if frame.empty:
+        raise DataError(f"no rows left in {path} after dropping empty and "
+                        "duplicate texts; check data.text_columns")
+    return frame.reset_index(drop=True)
+
+
+def clean_rows(frame, config, path, row_ids=None, drop_duplicates=None):
+    """Return `frame` with `__row_id__` and `__text__` columns, and counts.
+
+    Checks the label, feature and id columns, builds the texts and drops
+    empty texts and duplicates as `config.data` sets; `drop_duplicates`
+    overrides data.drop_duplicates. Row ids come from data.id_column, else
+    from `row_ids` (default: 0, 1, ...). The kept rows keep their index.
+    """
+    data = config.data
+    if drop_duplicates is None:
+        drop_duplicates = data.drop_duplicates
     label_columns = [t.label_column for t in config.tasks]
     missing = [c for c in label_columns if c not in frame.columns]
     if missing:
@@ -173,8 +219,11 @@ def clean_frame(frame, config, path, stats, split_name):
     # only the file's own columns.
     texts, marks = build_texts(frame, data)
     frame = frame.copy()
-    frame["__row_id__"] = (frame[data.id_column] if data.id_column
-                           else np.arange(len(frame)))
+    if data.id_column:
+        frame["__row_id__"] = frame[data.id_column]
+    else:
+        frame["__row_id__"] = (np.arange(len(frame)) if row_ids is None
+                               else row_ids)
     frame["__text__"] = texts
     counts = {"rows_read": len(frame), "invisible_marks_removed": marks}
 
@@ -187,22 +236,10 @@ def clean_frame(frame, config, path, stats, split_name):
     duplicated = frame.duplicated(
         subset=["__text__"] + config.features.columns, keep="first")
     counts["duplicate_text"] = int(duplicated.sum())
-    if data.drop_duplicates:
+    if drop_duplicates:
         frame = frame[~duplicated]
     counts["rows_kept"] = len(frame)
-    stats[split_name] = counts
-    logger.info(
-        "%s: read %d rows from %s; removed byte-order marks or zero-width "
-        "characters from %d texts; empty texts: %d %s; duplicate texts: %d %s",
-        split_name, counts["rows_read"], path,
-        marks, counts["empty_text"],
-        "dropped" if data.drop_empty_text else "kept",
-        counts["duplicate_text"],
-        "dropped" if data.drop_duplicates else "kept")
-    if frame.empty:
-        raise DataError(f"no rows left in {path} after dropping empty and "
-                        "duplicate texts; check data.text_columns")
-    return frame.reset_index(drop=True)
+    return frame, counts
 
 
 def stratified_sample(frame, column, n_rows, seed, task_type="multiclass"):

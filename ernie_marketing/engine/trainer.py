@@ -15,8 +15,9 @@ import paddle
 
 from ..config import lower_is_better, save_config
 from ..data import prepare_data
-from ..data.batching import bucketed_batches, pad_batch
-from ..data.labels import labelled_rows, unlabelled_rows
+from ..data.batching import TrainBatch, bucketed_batches, pad_batch
+from ..data.labels import labelled_rows
+from ..data.train_stream import TrainStream, scan_training_file
 from ..errors import UserError
 from ..losses import multitask_loss
 from ..metrics import selection_value
@@ -160,15 +161,27 @@ class Trainer:
 
     def _setup_data(self):
         config = self.config
-        self.data = prepare_data(config)
-        train_texts = self.data.splits["train"].texts
+        scan = train_texts = word_counts = None
+        if config.data.streaming:
+            scan = self._scan_and_read()
+            word_counts = scan.word_counts
+        else:
+            self.data = prepare_data(config)
+            train_texts = self.data.splits["train"].texts
         if self.group.is_main:
             self.tokenizer = load_tokenizer(
-                config, os.path.join(self.output_dir, "tokenizer"), train_texts)
+                config, os.path.join(self.output_dir, "tokenizer"),
+                train_texts, word_counts)
         else:
             with tempfile.TemporaryDirectory() as work_dir:
-                self.tokenizer = load_tokenizer(config, work_dir, train_texts)
+                self.tokenizer = load_tokenizer(config, work_dir, train_texts,
+                                                word_counts)
         self.text_encoder = TextEncoder(self.tokenizer, config.tokenizer.max_length)
+        self.train_stream = None
+        if scan is not None:
+            self.train_stream = TrainStream(config, scan, self.group.rank,
+                                            self.group.world_size,
+                                            self.text_encoder)
         self.encoded = {}
         for name, split in self.data.splits.items():
             self.encoded[name], truncated = self.text_encoder.encode(split.texts)
@@ -184,6 +197,20 @@ class Trainer:
             logger.warning("no validation rows (data.split=%s, data.valid_path="
                            "%s): the best checkpoint is chosen on the training "
                            "split", config.data.split, config.data.valid_path)
+
+    def _scan_and_read(self):
+        """Scan the streamed training file, read the validation and test
+        files whole with the encoders the scan fitted; return the scan."""
+        config = self.config
+        scan = scan_training_file(config, self.group.world_size)
+        self.data = prepare_data(config, vocabs=scan.vocabs,
+                                 features=scan.features)
+        stats = self.data.stats
+        stats["train"] = scan.stats["train"]
+        stats.setdefault("labelled", {})["train"] = (
+            scan.stats["labelled"]["train"])
+        stats["rows"]["train"] = scan.fingerprint["rows"]
+        return scan
 
     def _check_same_data(self):
         """Raise UserError unless every rank encoded the same training rows."""
@@ -225,8 +252,12 @@ class Trainer:
         from paddlenlp.transformers import LinearDecayWithWarmup
 
         train_cfg = self.config.train
-        n_rows = len(self.data.splits["train"])
-        self.steps_per_epoch = math.ceil(n_rows / train_cfg.batch_size)
+        if self.train_stream is not None:
+            n_rows = self.train_stream.rows
+            self.steps_per_epoch = self.train_stream.steps_per_epoch
+        else:
+            n_rows = len(self.data.splits["train"])
+            self.steps_per_epoch = math.ceil(n_rows / train_cfg.batch_size)
         total = self.steps_per_epoch * train_cfg.epochs
         if train_cfg.max_steps is not None:
             total = min(total, train_cfg.max_steps)
@@ -292,23 +323,16 @@ class Trainer:
 
     def _train_loop(self):
         train_cfg = self.config.train
-        lengths = [len(ids) for ids in self.encoded["train"]]
         self.model.train()
         progress = _progress_bar(
             train_cfg.progress_bar if self.group.is_main else "off",
             self.total_steps, self.step)
         stop = self.stopped_early or self.step >= self.total_steps
         while not stop:
-            # The generator state before the draw is saved with each state,
-            # so a resumed run draws this epoch's order again and skips the
-            # batches it has already trained on.
-            self.batch_order_state = self.rng.bit_generator.state
-            batches = bucketed_batches(lengths, train_cfg.batch_size,
-                                       train_cfg.bucket_batches, self.rng)
-            for index in batches[self.batch_in_epoch:]:
-                result = self._train_step(index)
+            for batch in self._epoch_batches():
+                result = self._train_step(batch)
                 if result is not None:
-                    self.meter.add(*result, len(index))
+                    self.meter.add(*result)
                 self.step += 1
                 self.batch_in_epoch += 1
                 if progress is not None:
@@ -332,21 +356,41 @@ class Trainer:
         if progress is not None:
             progress.close()
 
-    def _train_step(self, index):
-        """Train on the global batch `index`; return its losses and counts.
-
-        Each rank trains on its shard of the rows, in
-        train.accumulate_steps parts whose gradients add up before one
-        update. The returned values are over the whole global batch, summed
-        across ranks. Returns None when train.on_nonfinite_loss=skip
-        dropped the batch.
-        """
+    def _epoch_batches(self):
+        """Yield this rank's TrainBatch for each remaining step of the epoch."""
+        if self.train_stream is not None:
+            yield from self.train_stream.epoch_batches(self.epoch,
+                                                       self.batch_in_epoch)
+            return
+        train_cfg = self.config.train
         split = self.data.splits["train"]
-        shard = self.group.shard(index)
+        lengths = [len(ids) for ids in self.encoded["train"]]
+        # The generator state before the draw is saved with each state,
+        # so a resumed run draws this epoch's order again and skips the
+        # batches it has already trained on.
+        self.batch_order_state = self.rng.bit_generator.state
+        batches = bucketed_batches(lengths, train_cfg.batch_size,
+                                   train_cfg.bucket_batches, self.rng)
+        for index in batches[self.batch_in_epoch:]:
+            # A rank whose shard of a short last batch is empty trains on
+            # the batch's first row without labels.
+            yield TrainBatch.from_rows(
+                self.group.shard(index), self.encoded["train"], split.labels,
+                split.row_ids, split.numeric_features,
+                split.categorical_features, filler_row=index[0])
+
+    def _train_step(self, batch):
+        """Train on this rank's `batch`; return the losses, counts and rows.
+
+        Each rank trains on its own rows, in train.accumulate_steps parts
+        whose gradients add up before one update. The returned values are
+        over the whole global batch, summed across ranks. Returns None
+        when train.on_nonfinite_loss=skip dropped the batch.
+        """
         parts = self.config.train.accumulate_steps
         divisor = None
         if parts > 1:
-            divisor = self._global_divisors(shard, split.labels)
+            divisor = self._global_divisors(batch)
         elif self.group.distributed:
             divisor = self.group.loss_divisor
 
@@ -354,9 +398,9 @@ class Trainer:
         total_sum, task_sums, count_sums = 0.0, np.zeros(n_tasks), np.zeros(
             n_tasks)
         # The rows are sorted by length, so neighbours pad alike.
-        for part, part_rows in enumerate(np.array_split(shard, parts)):
-            total, task_losses = self._forward_losses(part_rows, index,
-                                                      divisor, parts)
+        for part, part_batch in enumerate(batch.parts(parts)):
+            total, task_losses = self._forward_losses(part_batch, divisor,
+                                                      parts)
             loss_tensors = [loss for loss, _ in task_losses.values()]
             total_sum += float(total)
             task_sums += [float(loss) for loss in loss_tensors]
@@ -370,12 +414,13 @@ class Trainer:
         # One sum across ranks gives every rank the global losses and counts
         # and any rank's stop request, so all ranks stop at the same step.
         summed = self.group.sum([total_sum, *task_sums, *count_sums,
+                                 float(len(batch)),
                                  float(self.interrupt.requested)])
         world_size = self.group.world_size
         global_total = summed[0] / world_size
         self.interrupt_agreed = bool(summed[-1])
         task_values = dict(zip(task_losses, summed[1:1 + n_tasks]))
-        if not self._check_finite(global_total, task_values, shard):
+        if not self._check_finite(global_total, task_values, batch):
             self._clear_gradients()
             self.scheduler.step()
             return None
@@ -389,7 +434,7 @@ class Trainer:
         self.scheduler.step()
         return global_total, [
             (summed[1 + j] / world_size, int(summed[1 + n_tasks + j]))
-            for j in range(n_tasks)]
+            for j in range(n_tasks)], int(summed[-2])
 
     def _backward(self, total, loss_tensors):
         if self.amp.enabled:
@@ -400,26 +445,24 @@ class Trainer:
             self.weighting.backward(total, loss_tensors,
                                     self.shared_parameters)
 
-    def _forward_losses(self, rows, index, divisor, parts):
-        """Run the model on `rows` of the training split; return the
-        weighted total loss and each task's (loss, labelled count)."""
-        split = self.data.splits["train"]
-        labels = {name: values[rows] for name, values in split.labels.items()}
-        if len(rows) == 0:
-            # A last batch with fewer rows than ranks (or parts) leaves this
-            # rank or part none, but every rank must join each gradient
-            # average. One row without labels has a zero loss and a zero
-            # gradient.
-            rows = index[:1]
-            labels = {name: unlabelled_rows(values, 1)
-                      for name, values in split.labels.items()}
-        input_ids, token_type_ids = pad_batch(
-            [self.encoded["train"][i] for i in rows], self.text_encoder.pad_id)
+    def _forward_losses(self, batch, divisor, parts):
+        """Run the model on the rows of `batch`; return the weighted total
+        loss and each task's (loss, labelled count).
+
+        A last batch with fewer rows than ranks (or parts) leaves a rank or
+        part none, but every rank must join each gradient average, so
+        `TrainBatch.parts` gives such a part one row without labels: its
+        loss and gradient are zero.
+        """
+        labels = batch.labels
+        input_ids, token_type_ids = pad_batch(batch.input_ids,
+                                              self.text_encoder.pad_id)
         with self.amp.autocast():
             logits = self.train_model(
                 paddle.to_tensor(input_ids), paddle.to_tensor(token_type_ids),
-                **feature_tensors(rows, split.numeric_features,
-                                  split.categorical_features))
+                **feature_tensors(np.arange(len(batch)),
+                                  batch.numeric_features,
+                                  batch.categorical_features))
         if self.amp.enabled:
             # The losses are computed in float32 from half-precision logits.
             logits = [value.astype("float32") for value in logits]
@@ -432,18 +475,18 @@ class Trainer:
             total = self.weighting.total_loss(loss_tensors, share=1.0 / parts)
         return total, task_losses
 
-    def _global_divisors(self, shard, labels):
+    def _global_divisors(self, batch):
         """Return each task's loss divisor for a batch trained in parts.
 
         The divisor is the task's labelled rows in the whole global batch
         (at least 1) over world_size, the same for every part, so the
         summed and rank-averaged gradient is that of the global batch mean.
         """
-        counts = [float(labelled_rows(values[shard]).sum())
-                  for values in labels.values()]
+        counts = [float(labelled_rows(values).sum())
+                  for values in batch.labels.values()]
         totals = self.group.sum(counts)
         return {name: max(total, 1.0) / self.group.world_size
-                for name, total in zip(labels, totals)}
+                for name, total in zip(batch.labels, totals)}
 
     def _gradient_sync(self, sync):
         """Return a context in which backward() averages gradients across
@@ -457,19 +500,19 @@ class Trainer:
         if self.weighting_optimizer is not None:
             self.weighting_optimizer.clear_grad()
 
-    def _check_finite(self, total, task_values, rows):
+    def _check_finite(self, total, task_values, batch):
         """Return True when every loss is a number; else skip or raise.
 
         Runs before backward(), so the weights and the checkpoints on disk
         stay as they were. `task_values` are the per-task losses summed
-        across ranks, so every rank decides alike; `rows` are this rank's.
+        across ranks, so every rank decides alike; `batch` is this rank's.
         """
         bad = [name for name, value in task_values.items()
                if not math.isfinite(value)]
         if not bad and math.isfinite(total):
             return True
         step = self.step + 1
-        row_ids = self.data.splits["train"].row_ids[rows].tolist()
+        row_ids = batch.row_ids.tolist()
         listed_ids = row_ids if len(row_ids) <= 20 else row_ids[:20] + ["..."]
         losses = ", ".join(f"{name}={task_values[name]}" for name in bad)
         reason = (f"the training loss is {losses or total} (tasks "
@@ -679,7 +722,10 @@ class Trainer:
                     path)
 
     def _train_fingerprint(self):
-        """Return the row count and a hash of the training token ids."""
+        """Return the row count and a hash of the training token ids, or of
+        the texts of a streamed training file."""
+        if self.train_stream is not None:
+            return self.train_stream.scan.fingerprint
         if getattr(self, "_fingerprint", None) is None:
             digest = hashlib.sha256()
             for ids in self.encoded["train"]:
@@ -700,6 +746,16 @@ class Trainer:
                 f"then, {self._train_fingerprint()['rows']} now, or other "
                 "texts), so the saved data position is meaningless; restore "
                 "the data files or start a new run")
+        saved_world_size = state.get("world_size", 1)
+        if (self.train_stream is not None
+                and saved_world_size != self.group.world_size):
+            # Each rank's shard and batches depend on the process count.
+            raise UserError(
+                f"cannot resume from {directory}: it was saved by "
+                f"{saved_world_size} training processes and this run has "
+                f"{self.group.world_size}, but a streamed training file is "
+                "sharded by process; resume with the same number of "
+                "processes")
 
         # Weights, optimizer moments, schedule and random generators.
         load_model_state(self.model, model_state, directory)
