@@ -11,8 +11,15 @@ online_shopping_10_cats, then measures these stages on each file:
             the first `--tokenize-rows` rows, because PaddleNLP's Python
             tokenizer is slow (about 1,600 reviews/s on one core)
   whole     `read_table`, which loads the whole file at once, for contrast
+  train     streaming training (data.streaming) of a tiny ERNIE for
+            `--train-steps` steps of 32 rows: the scan of the whole file,
+            then training, which tokenizes one chunk at a time. It runs
+            only when --stages lists it.
 
-The shard stage's rows and rows/s count the rows rank 0 keeps.
+The shard stage's rows and rows/s count the rows rank 0 keeps. The train
+stage prints two rows: "train: scan" (rows scanned) and "train: steps"
+(rows trained, over the time from the scan's end to the run's end, which
+includes tokenizing whole chunks, one validation pass and the checkpoints).
 
 Each stage runs in a fresh process, so `ru_maxrss` is that stage's peak
 resident memory; "after imports" is the process's peak before reading. The
@@ -20,6 +27,7 @@ files are deleted at the end unless --keep is given.
 
     .venv/bin/python benchmarks/bench_streaming.py
     .venv/bin/python benchmarks/bench_streaming.py --rows 1000000 --stages read text
+    .venv/bin/python benchmarks/bench_streaming.py --stages train
 """
 
 import argparse
@@ -41,7 +49,10 @@ SHARED = os.path.join(ROOT, "..", "shared")
 DEFAULT_DATA = os.path.join(SHARED, "data", "online_shopping_10_cats",
                             "online_shopping_10_cats.zip")
 DEFAULT_VOCAB = os.path.join(SHARED, "ernie", "ernie-3.0-base-zh", "vocab.txt")
-STAGES = ("read", "shard", "text", "tokenize", "whole")
+STAGES = ("read", "shard", "text", "tokenize", "whole", "train")
+# The train stage loads Paddle and takes minutes, so it runs only on request.
+DEFAULT_STAGES = STAGES[:-1]
+TRAIN_BATCH_SIZE = 32
 FORMATS = ("csv", "parquet")
 
 
@@ -59,7 +70,12 @@ def parse_args(argv=None):
                         "all (default: 100000)")
     parser.add_argument("--max-length", type=int, default=128,
                         help="tokens per text after truncation (default: 128)")
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=STAGES)
+    parser.add_argument("--train-steps", type=int, default=500,
+                        help="training steps of the train stage "
+                        "(default: 500)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES,
+                        default=DEFAULT_STAGES,
+                        help="stages to run (default: all but train)")
     parser.add_argument("--formats", nargs="+", choices=FORMATS,
                         default=FORMATS)
     parser.add_argument("--workdir", default=None,
@@ -88,7 +104,9 @@ def build_files(source, rows, workdir, formats):
 
     frame = pd.read_csv(source, encoding="utf-8")
     frame["review"] = frame["review"].fillna("")
-    paths = {}
+    # The train stage validates on every 100th review.
+    paths = {"valid": os.path.join(workdir, "valid.csv")}
+    frame.iloc[::100].to_csv(paths["valid"], index=False)
     if "csv" in formats:
         paths["csv"] = os.path.join(workdir, "reviews.csv")
         _write_csv(frame, rows, paths["csv"])
@@ -134,6 +152,8 @@ def run_stage(args):
     from ernie_marketing.data.streaming import iter_table_chunks
     from ernie_marketing.data.text import build_texts
 
+    if args.stage == "train":
+        return run_train_stage(args)
     data_config = DataConfig(train_path=args.path, text_columns=["review"])
     encoder = _text_encoder(args) if args.stage == "tokenize" else None
     limit = args.tokenize_rows if args.stage == "tokenize" else 0
@@ -161,6 +181,58 @@ def run_stage(args):
             "peak_rss_mib": peak_rss_mib()}
 
 
+def run_train_stage(args):
+    """Train a tiny ERNIE on the streamed file; time the scan separately."""
+    from ernie_marketing.config import build_config
+    from ernie_marketing.engine import trainer
+
+    workdir = os.path.dirname(args.path)
+    name = os.path.splitext(os.path.basename(args.path))[0]
+    raw = {
+        "data": {"train_path": args.path,
+                 "valid_path": os.path.join(workdir, "valid.csv"),
+                 "text_columns": ["review"], "streaming": True,
+                 "chunk_rows": args.chunk_rows},
+        "tokenizer": {"vocab_file": args.vocab,
+                      "max_length": args.max_length},
+        "model": {"encoder": {"hidden_size": 32, "num_hidden_layers": 1,
+                              "num_attention_heads": 2,
+                              "intermediate_size": 64,
+                              "max_position_embeddings": 512}},
+        "tasks": [
+            {"name": "category", "type": "multiclass", "label_column": "cat"},
+            {"name": "sentiment", "type": "binary", "label_column": "label"},
+        ],
+        "train": {"epochs": 1, "max_steps": args.train_steps,
+                  "batch_size": TRAIN_BATCH_SIZE,
+                  "eval_steps": args.train_steps, "progress_bar": "off"},
+        "output": {"dir": os.path.join(workdir, f"run-{name}"),
+                   "overwrite": True},
+    }
+    config = build_config(raw)
+    import_rss = peak_rss_mib()
+    scan_result = {}
+    scan = trainer.scan_training_file
+
+    def timed_scan(*scan_args, **kwargs):
+        begin = time.perf_counter()
+        found = scan(*scan_args, **kwargs)
+        scan_result.update(rows=found.stats["train"]["rows_read"],
+                           seconds=time.perf_counter() - begin,
+                           peak_rss_mib=peak_rss_mib())
+        scan_result["end"] = time.perf_counter()
+        return found
+
+    # The trainer looks the scan up in its own module.
+    trainer.scan_training_file = timed_scan
+    trainer.train(config)
+    end = time.perf_counter()
+    return {"import_rss_mib": import_rss, "scan": scan_result,
+            "rows": args.train_steps * TRAIN_BATCH_SIZE,
+            "seconds": end - scan_result.pop("end"),
+            "peak_rss_mib": peak_rss_mib()}
+
+
 def _text_encoder(args):
     from paddlenlp.transformers import ErnieTokenizer
 
@@ -175,7 +247,8 @@ def measure(args, stage, path):
     command = [sys.executable, os.path.abspath(__file__), "--stage", stage,
                "--path", path, "--chunk-rows", str(args.chunk_rows),
                "--tokenize-rows", str(args.tokenize_rows),
-               "--max-length", str(args.max_length), "--vocab", args.vocab]
+               "--max-length", str(args.max_length), "--vocab", args.vocab,
+               "--train-steps", str(args.train_steps)]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     if not lines or not lines[-1].startswith("{"):
@@ -201,12 +274,16 @@ def main(argv=None):
     try:
         start = time.perf_counter()
         paths = build_files(args.data, args.rows, workdir, args.formats)
-        for path in paths.values():
+        for name, path in paths.items():
+            if name == "valid":
+                continue
             print(f"built {path}: {args.rows} rows, "
                   f"{os.path.getsize(path) / 2**20:.0f} MiB in "
                   f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
         results = []
         for name, path in paths.items():
+            if name == "valid":
+                continue
             for stage in args.stages:
                 result = measure(args, stage, path)
                 results.append((name, stage, result))
@@ -220,6 +297,13 @@ def main(argv=None):
     return 0
 
 
+def print_row(name, stage, r, mark):
+    rate = r["rows"] / r["seconds"] if r["seconds"] > 0 else float("nan")
+    print(f"| {name} | {stage}{mark} | {r['rows']:,} | {r['seconds']:.1f} "
+          f"| {rate:,.0f} | {r['import_rss_mib']:.0f} | "
+          f"{r['peak_rss_mib']:.0f} |")
+
+
 def print_table(results, args):
     print(f"\n{args.rows} rows, chunks of {args.chunk_rows} rows; peak "
           "resident memory from getrusage(RUSAGE_SELF).ru_maxrss\n")
@@ -227,11 +311,12 @@ def print_table(results, args):
           "| peak MiB |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, stage, r in results:
-        rate = r["rows"] / r["seconds"] if r["seconds"] > 0 else float("nan")
         mark = " (a)" if r["exit_code"] != 0 else ""
-        print(f"| {name} | {stage}{mark} | {r['rows']:,} | {r['seconds']:.1f} "
-              f"| {rate:,.0f} | {r['import_rss_mib']:.0f} | "
-              f"{r['peak_rss_mib']:.0f} |")
+        if stage == "train":
+            print_row(name, "train: scan", dict(r["scan"], import_rss_mib=r[
+                "import_rss_mib"]), mark)
+            stage = "train: steps"
+        print_row(name, stage, r, mark)
     if any(r["exit_code"] != 0 for _, _, r in results):
         print("\n(a) the process finished the stage, then aborted at exit; "
               "see the NOTE in measure()")
