@@ -30,7 +30,9 @@ Each run is a `tools/train.py` process with a generated config, so runs
 share nothing but the files. Budget options (`--max-rows`, `--max-steps`)
 apply to every run alike.
 
-    python benchmarks/bench_multitask.py --configs configs/online_shopping.yaml,configs/hillstrom.yaml --seeds 0,1,2
+    python benchmarks/bench_multitask.py \
+        --configs configs/online_shopping.yaml,configs/hillstrom.yaml \
+        --seeds 0,1,2
 """
 
 import argparse
@@ -290,7 +292,7 @@ def check_plans(args):
     for path in paths:
         try:
             plan = plan_runs(path, args)
-            for name, raw, _ in plan[2]:
+            for _, raw, _ in plan[2]:
                 build_config(copy.deepcopy(raw))
         except ConfigError as exc:
             raise SystemExit(f"error: {path} with the budget options: {exc}"
