@@ -170,7 +170,7 @@ def test_existing_output_survives_failed_write(predictors, tmp_path, monkeypatch
 # (file name, contents, expected error text)
 BAD_INPUTS = [
     ("missing_column.csv", "cat,label,text\n书籍,1,好\n".encode(),
-     "text column(s) ['review'] not found"),
+     "add or rename those columns in the input file"),
     ("gbk.csv", "cat,label,review\n书籍,1,很好看的书\n".encode("gbk"),
      "is not valid utf-8 text"),
     ("empty.csv", b"", "is empty"),
@@ -203,6 +203,26 @@ def test_bad_output_extension_fails_before_reading(exported, tmp_path):
     with pytest.raises(ConfigError, match="output format"):
         predict_file(exported[1], str(tmp_path / "missing.csv"),
                      str(tmp_path / "out.xlsx"))
+
+
+def test_missing_output_folder_is_created(exported, tmp_path):
+    from ernie_marketing.inference import predict_file
+
+    input_path = tmp_path / "reviews.csv"
+    input_path.write_text("review\n很好\n", encoding="utf-8")
+    output = tmp_path / "new" / "folder" / "out.csv"
+    predict_file(exported[1], str(input_path), str(output), device="cpu")
+    assert len(pd.read_csv(output)) == 1
+
+
+def test_output_folder_under_a_file_fails(exported, tmp_path):
+    from ernie_marketing.inference import predict_file
+
+    blocker = tmp_path / "taken"
+    blocker.write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match="cannot create the output folder"):
+        predict_file(exported[1], str(tmp_path / "missing.csv"),
+                     str(blocker / "out.csv"))
 
 
 def test_output_equal_to_input_is_rejected(exported, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..data.batching import pad_batch, sorted_batches
 from ..data.features import FEATURES_FILE, FeatureEncoder, check_columns
-from ..data.text import build_texts
+from ..data.text import build_texts, text_source_columns
 from ..engine.checkpoint import TASKS_FILE, read_json
 from ..errors import ConfigError, DataError
 from ..export.exporter import MANIFEST_FILE, MODEL_PREFIX, TOKENIZER_DIR
@@ -221,7 +221,17 @@ def frame_inputs(frame, preprocess):
     """
     import pandas as pd
 
-    texts, _ = build_texts(frame, types.SimpleNamespace(**preprocess))
+    settings = types.SimpleNamespace(**preprocess)
+    text_columns = text_source_columns(settings)
+    missing = [c for c in text_columns if c not in frame.columns]
+    if missing:
+        # The model's text settings are fixed at export, so the fix is in
+        # the input file.
+        raise DataError(f"text column(s) {missing} not found; the file has "
+                        f"columns {list(frame.columns)}; the model reads its "
+                        f"text from {text_columns}, so add or rename those "
+                        "columns in the input file")
+    texts, _ = build_texts(frame, settings)
     check_columns(frame, preprocess.get("feature_columns", []), "the input")
     id_column = preprocess.get("id_column")
     if id_column is None:

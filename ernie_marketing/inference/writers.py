@@ -25,11 +25,19 @@ def output_format(path):
 
 
 def check_output_path(path):
-    """Raise ConfigError unless `path` can receive a table."""
+    """Raise ConfigError unless `path` can receive a table.
+
+    A missing output folder is created, as train and export create theirs.
+    """
     output_format(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise ConfigError(f"output folder not found: {folder}; create it first")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the output folder {folder}: "
+                              f"{exc.strerror}; choose another --output"
+                              ) from None
     if os.path.isdir(path):
         raise ConfigError(f"output {path} is a directory; give a file name")
     if not os.access(folder, os.W_OK):
