@@ -316,3 +316,28 @@ def test_dropout_layer_outside_training_is_stock():
         paddle.seed(3)
         stock = F.dropout(x, 0.3, training=True).numpy()
     np.testing.assert_array_equal(patched, stock)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_dropout_invalid_probability(p):
+    # A negative p used to wrap the uint32 threshold and drop about 90%
+    # of the elements, and p > 1 scaled the kept elements by 1 / (1 - p),
+    # a negative factor.
+    with pytest.raises(ValueError, match="dropout probability p="):
+        cpu_kernels.dropout(paddle.ones([8, 5]), p)
+
+
+def test_gradnorm_run_logs_kernels_off(tmp_path):
+    # The run logs the kernels as on while it builds the model, so it must
+    # also log that gradnorm turned them off.
+    from ernie_marketing.engine.trainer import train
+
+    raw = tiny_config(SHOPPING_ZIP, tmp_path / "run", data={"max_rows": 120},
+                      train={"max_steps": 1, "eval_steps": 1,
+                             "cpu_fast_kernels": "on",
+                             "loss_weighting": {"method": "gradnorm"}})
+    train(build_config(raw))
+    with open(tmp_path / "run" / "train.log", encoding="utf-8") as f:
+        log = f.read()
+    assert "CPU training kernels on" in log
+    assert "CPU training kernels turned off: loss weighting gradnorm" in log

@@ -305,7 +305,10 @@ class Trainer:
             # NOTE: the CPU kernels' PyLayers crash (paddle 3.3.1) on the
             # repeated backward through a retained graph that these
             # methods run, one per task.
-            disable_cpu_kernels(self.model)
+            if disable_cpu_kernels(self.model):
+                logger.info("CPU training kernels turned off: loss "
+                            "weighting %s runs one backward pass per task "
+                            "through a retained graph", method)
         if method != "fixed":
             logger.info("loss weighting: %s", method)
         self.amp = MixedPrecision(self.amp_dtype)

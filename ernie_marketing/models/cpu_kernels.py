@@ -106,10 +106,14 @@ def enable_cpu_kernels(model):
 
 
 def disable_cpu_kernels(model):
-    """Restore the class `forward` of every layer `enable_cpu_kernels` patched."""
+    """Restore the class `forward` of every layer `enable_cpu_kernels`
+    patched; return how many layers were restored."""
+    restored = 0
     for layer in model.sublayers(include_self=True):
         if _is_patched(layer):
             del layer.__dict__["forward"]
+            restored += 1
+    return restored
 
 
 def _patch(layer, forward):
@@ -309,10 +313,15 @@ def dropout(x, p):
     """Training-mode dropout of `x`: zero each element with probability `p`
     and scale the rest by 1 / (1 - p), as `F.dropout` does by default.
 
-    A float32 input takes `DropoutFunction`; others, and p of 0 or 1, take
-    `F.dropout`.
+    A float32 input on the CPU takes `DropoutFunction`; others, and p of 0
+    or 1, take `F.dropout`. Raises ValueError for p outside [0, 1] or NaN, which
+    would otherwise wrap the integer threshold and drop the wrong share.
     """
-    if p == 0 or p == 1 or x.dtype != paddle.float32:
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability p={p!r} is invalid: expected "
+                         "a number from 0 to 1")
+    if (p == 0 or p == 1 or x.dtype != paddle.float32
+            or not x.place.is_cpu_place()):
         return F.dropout(x, p, training=True, mode="upscale_in_train")
     return DropoutFunction.apply(x, float(p))
 
