@@ -7,6 +7,7 @@ cross several chunk boundaries with rows carried over.
 """
 
 import json
+import logging
 import os
 import re
 import signal
@@ -156,6 +157,23 @@ def test_scan_counts_rank_rows(stream_files, tmp_path):
     assert scan.rows_per_rank == [107, 107, 107]
 
 
+@pytest.mark.parametrize("order, warned", [("sorted", True),
+                                            ("shuffled", False)])
+def test_sorted_file_warns(stream_files, tmp_path, caplog, order, warned):
+    frame = pd.read_csv(stream_files["train"])
+    if order == "sorted":
+        frame = frame.sort_values("cat", kind="stable")
+    else:
+        frame = frame.sample(frac=1.0, random_state=0)
+    path = tmp_path / f"{order}.csv"
+    frame.to_csv(path, index=False)
+    config = build_config(stream_config(stream_files, tmp_path / "run",
+                                        train_path=str(path)))
+    with caplog.at_level(logging.WARNING):
+        scan_training_file(config)
+    assert ("the file looks sorted by it" in caplog.text) is warned
+
+
 def test_max_rows_takes_first_rows(stream_files, tmp_path):
     raw = stream_config(stream_files, tmp_path / "run",
                         data={"max_rows": 120})
@@ -195,6 +213,44 @@ def test_bad_feature_error_matches(stream_files, tmp_path):
     assert "numeric feature column 'review'" in streamed_message
     assert streamed_message == whole_message
 
+
+@pytest.mark.parametrize("column", ["label", "feature"])
+def test_codes_read_as_numbers_rejected(stream_files, tmp_path, column):
+    # Codes such as "007" are numbers in every chunk but the one with
+    # "A12", so "007" and "7" once became two classes or categories.
+    frame = pd.read_csv(stream_files["train"])
+    frame["code"] = np.where(frame.index % 2 == 0, "007", "012")
+    frame.loc[250, "code"] = "A12"
+    path = tmp_path / "train.csv"
+    frame.to_csv(path, index=False)
+    sections = {"features": {"categorical": ["code"]}}
+    if column == "label":
+        sections = {"tasks": [{"name": "code", "type": "multiclass",
+                               "label_column": "code"}]}
+    raw = stream_config(stream_files, tmp_path / "run", train_path=str(path),
+                        **sections)
+    with pytest.raises(DataError, match="one number written two ways") as info:
+        scan_training_file(build_config(raw))
+    assert "['007', '7']" in str(info.value)
+    assert "'code'" in str(info.value)
+
+
+def test_row_with_extra_fields_rejected(stream_files, tmp_path):
+    # A text with an unquoted comma gives its row one field too many. The
+    # in-memory reader rejects the row, and streaming once kept the row
+    # with its text cut at the comma.
+    with open(stream_files["train"], encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    lines[120] += ",trailing words"
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    raw = stream_config(stream_files, tmp_path / "run", train_path=str(path))
+    with pytest.raises(DataError, match="Expected 6 fields") as streamed:
+        scan_training_file(build_config(raw))
+    assert "after data row 100" in str(streamed.value)
+    raw["data"]["streaming"] = False
+    with pytest.raises(DataError, match="Expected 6 fields"):
+        prepare_data(build_config(raw))
 
 # Config --------------------------------------------------------------------
 
@@ -268,6 +324,73 @@ def test_epochs_shuffle_and_skip(stream_files, text_encoder, tmp_path):
     assert epoch_row_ids(stream, 1) != first
     assert epoch_row_ids(stream, 0, skip=7) == first[7:]
     assert epoch_row_ids(stream, 0, skip=len(first)) == []
+
+
+@pytest.mark.parametrize("change, reason", [
+    ("shorter", "size or modification time"),
+    ("same_size_and_time", "the epoch read 321 rows"),
+])
+def test_file_replaced_during_training(stream_files, text_encoder, tmp_path,
+                                       change, reason):
+    # Once, an epoch after the file was replaced trained on the new rows
+    # without a word, with fewer steps than the schedule planned.
+    frame = pd.read_csv(stream_files["train"])
+    path = tmp_path / "train.csv"
+    frame.to_csv(path, index=False)
+    config = build_config(stream_config(stream_files, tmp_path / "run",
+                                        train_path=str(path)))
+    stream = TrainStream(config, scan_training_file(config), 0, 1,
+                         text_encoder)
+    assert len(epoch_row_ids(stream, 0)) == stream.steps_per_epoch
+    stat = os.stat(path)
+    if change == "shorter":
+        frame = frame.head(200)
+    else:
+        # Two texts swap rows, and the file keeps its size and gets its
+        # old modification time back: only the texts' hash tells.
+        texts = frame.loc[[250, 251], "review"].tolist()
+        frame.loc[[250, 251], "review"] = texts[::-1]
+    frame.to_csv(path, index=False)
+    if change != "shorter":
+        assert os.stat(path).st_size == stat.st_size
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(DataError, match=reason) as info:
+        epoch_row_ids(stream, 1)
+    assert "changed during training, found in epoch 1" in str(info.value)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 10])
+def test_chunks_smaller_than_batch(stream_files, text_encoder, tmp_path,
+                                   chunk_rows):
+    # Chunks of fewer rows than a batch of 16 carry all their rows over.
+    raw = stream_config(stream_files, tmp_path / "run",
+                        data={"chunk_rows": chunk_rows})
+    config = build_config(raw)
+    stream = TrainStream(config, scan_training_file(config), 0, 1,
+                         text_encoder)
+    batches = epoch_row_ids(stream, 0)
+    trained = sorted(sum(batches, []))
+    assert len(batches) == stream.steps_per_epoch == 21
+    assert len(trained) == TRAIN_ROWS
+    assert len(set(trained)) == TRAIN_ROWS
+    assert all(len(b) == 16 for b in batches[:-1])
+    assert epoch_row_ids(stream, 0, skip=5) == batches[5:]
+
+
+def test_chunk_of_empty_texts(stream_files, text_encoder, tmp_path):
+    # Rows 100 to 199 have empty texts, so chunks 2 and 3 of 50 rows are
+    # empty after cleaning.
+    frame = pd.read_csv(stream_files["train"])
+    frame.loc[100:199, "review"] = ""
+    path = tmp_path / "train.csv"
+    frame.to_csv(path, index=False)
+    config = build_config(stream_config(stream_files, tmp_path / "run",
+                                        train_path=str(path)))
+    stream = TrainStream(config, scan_training_file(config), 0, 1,
+                         text_encoder)
+    batches = epoch_row_ids(stream, 0)
+    assert len(sum(batches, [])) == TRAIN_ROWS - 100
+    assert len(batches) == stream.steps_per_epoch
 
 
 # Training ----------------------------------------------------------------

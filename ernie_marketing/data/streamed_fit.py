@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..config.schema import REGRESSION_TYPES, SET_TYPES
+from ..errors import DataError
 from .features import (
     FeatureEncoder,
     _mean_and_std,
@@ -125,6 +126,8 @@ class LabelStatistics:
             self.scaler.set_statistics(mean, std, self.moments.low,
                                        self.moments.high)
             return self.scaler
+        check_number_spellings(self.values, f"label column "
+                               f"{task.label_column!r} of task {task.name!r}")
         if task.type in SET_TYPES:
             # One cell with every item seen gives the same sorted items.
             return LabelSetVocab.build(task, [list(self.values)])
@@ -164,7 +167,36 @@ class FeatureStatistics:
             stds.append(std if std > 0 else 1.0)
             if self.has_missing[column]:
                 indicators.append(column)
+        for column, counts in self.counts.items():
+            check_number_spellings(counts, f"categorical feature column "
+                                   f"{column!r}")
         value_counts = [pd.Series(counts, dtype=np.int64)
                         for counts in self.counts.values()]
         return FeatureEncoder.from_statistics(self.config, means, stds,
                                               indicators, value_counts)
+
+
+def check_number_spellings(keys, column_description):
+    """Raise DataError when two of `keys` are one number written two ways.
+
+    pandas infers each chunk's column types on its own, so a chunk whose
+    cells are all numbers reads "007" as 7 (key "7") while a chunk with a
+    text cell keeps "007". The in-memory reader infers one type for the
+    whole file and cannot split a value this way.
+    """
+    spellings = collections.defaultdict(list)
+    for key in keys:
+        try:
+            number = float(key)
+        except ValueError:
+            continue
+        if math.isfinite(number):
+            spellings[number].append(key)
+    clashes = [sorted(group) for group in spellings.values() if len(group) > 1]
+    if clashes:
+        raise DataError(
+            f"{column_description} has values that are one number written "
+            f"two ways: {clashes[:5]}; a streamed chunk whose cells are all "
+            "numbers is read as numbers, which drops leading zeros and "
+            "trailing decimal zeros, so make the values text in every row "
+            "(e.g. 'c007') or set data.streaming=false")

@@ -30,7 +30,7 @@ def iter_table_chunks(path, format="auto", sep=None, encoding="utf-8",
     """Yield DataFrames with this rank's rows of a table, in file order.
 
     Each frame's index contains the rows' positions in the file, so shards can
-    be merged back in order. `columns` limits the columns read (all when
+    be merged back in order. `columns` limits the columns returned (all when
     None) and must all exist. Column names lose surrounding spaces and a
     byte-order mark, as in `read_table`. A chunk whose rows all belong to
     other ranks is skipped.
@@ -116,15 +116,14 @@ def _check_columns(frame, requested, path):
 
 def _raw_chunks(path, format, sep, encoding, chunk_rows, requested):
     if path.lower().endswith(".zip"):
-        yield from _zip_chunks(path, format, sep, encoding, chunk_rows, requested)
+        yield from _zip_chunks(path, format, sep, encoding, chunk_rows)
     elif format == "parquet":
         yield from _parquet_chunks(path, chunk_rows, requested)
     else:
-        yield from _text_chunks(path, format, sep, encoding, chunk_rows,
-                                requested)
+        yield from _text_chunks(path, format, sep, encoding, chunk_rows)
 
 
-def _zip_chunks(path, format, sep, encoding, chunk_rows, requested):
+def _zip_chunks(path, format, sep, encoding, chunk_rows):
     if format == "parquet":
         raise DataError(f"{path}: streaming a Parquet file inside a zip "
                         "archive is not supported; unzip it")
@@ -139,8 +138,7 @@ def _zip_chunks(path, format, sep, encoding, chunk_rows, requested):
             raise DataError(f"{path} must hold exactly one data file, found "
                             f"{len(members)}: {members[:10]}; unzip it")
         with archive.open(members[0]) as f:
-            yield from _text_chunks(f, format, sep, encoding, chunk_rows,
-                                    requested)
+            yield from _text_chunks(f, format, sep, encoding, chunk_rows)
 
 
 def _parquet_chunks(path, chunk_rows, requested):
@@ -159,7 +157,7 @@ def _parquet_chunks(path, chunk_rows, requested):
         yield batch.to_pandas()
 
 
-def _text_chunks(source, format, sep, encoding, chunk_rows, requested):
+def _text_chunks(source, format, sep, encoding, chunk_rows):
     if format == "jsonl":
         with pd.read_json(source, lines=True, encoding=encoding,
                           chunksize=chunk_rows, dtype=False) as reader:
@@ -169,9 +167,10 @@ def _text_chunks(source, format, sep, encoding, chunk_rows, requested):
     # utf-8-sig drops a byte-order mark at the start of the file.
     if encoding.lower().replace("-", "") == "utf8":
         options["encoding"] = "utf-8-sig"
-    if requested is not None:
-        keep = set(requested)
-        options["usecols"] = lambda name: _clean_column(name) in keep
+    # Every column is parsed, and the caller selects the requested ones,
+    # because with `usecols` pandas silently drops the extra fields of a
+    # malformed row (for example a text with an unquoted comma) that the
+    # in-memory reader rejects.
     if sep is None:
         sep = "\t" if format == "tsv" else ","
     if sep == "auto":

@@ -50,6 +50,11 @@ class TrainingScan:
     fingerprint: dict
     stats: dict
     word_counts: WordCounts = None  # only with tokenizer.build_vocab
+    # SHA-256 of the texts of each rank's shard, and the file's size and
+    # modification time before the scan. Every streamed epoch checks
+    # both, so a file replaced during training stops the run.
+    shard_sha256: list = None
+    file_stat: tuple = None
 
 
 def read_header(config):
@@ -71,6 +76,8 @@ def scan_training_file(config, world_size=1):
     and bad feature values.
     """
     data = config.data
+    _check_path(data.train_path)
+    file_stat = _file_stat(data.train_path)
     labels = {task.name: LabelStatistics(task) for task in config.tasks}
     features = (FeatureStatistics(config.features)
                 if config.features.columns else None)
@@ -78,20 +85,24 @@ def scan_training_file(config, world_size=1):
                    if config.tokenizer.build_vocab else None)
     rows_per_rank = np.zeros(world_size, dtype=np.int64)
     digest = hashlib.sha256()
+    shard_digests = [hashlib.sha256() for _ in range(world_size)]
     totals = collections.Counter()
+    order_check = _SortedFileCheck(config.tasks[0])
     for _, frame, counts in training_chunks(config):
         totals.update(counts)
+        order_check.add(frame)
         row_ids = frame["__row_id__"].to_numpy()
         for task in config.tasks:
             labels[task.name].add(frame[task.label_column], row_ids)
         if features is not None:
             features.add(frame, row_ids)
-        rows_per_rank += np.bincount(frame.index.to_numpy() % world_size,
-                                     minlength=world_size)
+        ranks = frame.index.to_numpy() % world_size
+        rows_per_rank += np.bincount(ranks, minlength=world_size)
         texts = frame["__text__"].tolist()
-        for text in texts:
-            digest.update(text.encode("utf-8"))
-            digest.update(b"\0")
+        for text, rank in zip(texts, ranks):
+            encoded = text.encode("utf-8") + b"\0"
+            digest.update(encoded)
+            shard_digests[rank].update(encoded)
         if word_counts is not None:
             word_counts.update(texts)
     if totals["rows_kept"] == 0:
@@ -103,11 +114,13 @@ def scan_training_file(config, world_size=1):
              "labelled": {"train": {name: stats.labelled
                                     for name, stats in labels.items()}}}
     _log_scan(config, totals)
+    order_check.warn()
     return TrainingScan(
         vocabs, None if features is None else features.encoder(),
         rows_per_rank.tolist(),
         {"rows": int(totals["rows_kept"]), "sha256": digest.hexdigest()},
-        stats, word_counts)
+        stats, word_counts, [d.hexdigest() for d in shard_digests],
+        file_stat)
 
 
 def training_chunks(config, rank=0, world_size=1):
@@ -183,16 +196,31 @@ class TrainStream:
         number). Whole batches go to `bucketed_batches` and the rest carry
         over, so all batches but the epoch's last are full. Skipped
         chunks are not tokenized, so a resumed run reaches its position
-        after a read of the file.
+        after a read of the file. The rest of the file after the epoch's
+        last batch is read too, because the shard's texts are checked
+        against the scan's once the file has been read.
         """
         if skip >= self.steps_per_epoch:
             return
+        path = self.config.data.train_path
+        if (self.scan.file_stat is not None
+                and _file_stat(path) != self.scan.file_stat):
+            self._raise_changed(epoch, "its size or modification time "
+                                "differs from the first pass's")
         seed = self.config.train.seed
         batches_done = 0  # batches of the epoch so far, yielded or skipped
         carry = None
         self.truncated = 0
+        digest = hashlib.sha256()
+        rows_read = 0
         for number, frame, _ in training_chunks(self.config, self.rank,
                                                 self.world_size):
+            texts = frame["__text__"].tolist()
+            rows_read += len(texts)
+            for text in texts:
+                digest.update(text.encode("utf-8") + b"\0")
+            if batches_done == self.steps_per_epoch:
+                continue
             rows = self._chunk_rows(frame)
             pool = rows if carry is None else carry.concat(rows)
             rng = np.random.default_rng([seed, epoch, number])
@@ -200,7 +228,9 @@ class TrainStream:
             n_whole = len(pool) // self.batch_rows * self.batch_rows
             carry = pool.select(order[n_whole:])
             n_batches = n_whole // self.batch_rows
-            if batches_done + n_batches <= skip:
+            # A pool smaller than a batch (chunk_rows < batch_size, or a
+            # chunk of empty texts) has no whole batch and all carries over.
+            if n_batches == 0 or batches_done + n_batches <= skip:
                 batches_done += n_batches
                 continue
             body = self._encode(pool.select(order[:n_whole]))
@@ -211,12 +241,29 @@ class TrainStream:
                     yield body.select(index)
                 batches_done += 1
                 if batches_done == self.steps_per_epoch:
-                    self._log_epoch(epoch)
-                    return
+                    break
         if carry is not None and len(carry) and (
                 skip <= batches_done < self.steps_per_epoch):
             yield self._encode(carry)
+        self._check_unchanged(epoch, rows_read, digest.hexdigest())
         self._log_epoch(epoch)
+
+    def _check_unchanged(self, epoch, rows_read, sha256):
+        """Raise DataError when this epoch read other texts than the scan."""
+        expected = self.scan.shard_sha256
+        if expected is None or expected[self.rank] == sha256:
+            return
+        self._raise_changed(
+            epoch, f"the epoch read {rows_read} rows for process "
+            f"{self.rank}, where the first pass read "
+            f"{self.scan.rows_per_rank[self.rank]}, or other texts, so its "
+            "steps trained on other rows")
+
+    def _raise_changed(self, epoch, reason):
+        raise DataError(
+            f"the training file {self.config.data.train_path} changed during "
+            f"training, found in epoch {epoch}: {reason}; restore the file "
+            "and start a new run")
 
     def _chunk_rows(self, frame):
         """Return the encoded labels and features of a cleaned chunk."""
@@ -280,6 +327,47 @@ class _Rows:
                      np.concatenate([self.row_ids, other.row_ids]),
                      join(self.numeric, other.numeric),
                      join(self.categorical, other.categorical))
+
+
+class _SortedFileCheck:
+    """Counts the chunks whose first-task labels are all one value.
+
+    Streaming shuffles only within a chunk, so a file sorted by label trains
+    on one class at a time; the count tells the user to shuffle it first.
+    """
+
+    def __init__(self, task):
+        self.task = task
+        self.enabled = task.type in ("multiclass", "binary")
+        self.labels = set()
+        self.chunks = 0
+        self.single_label_chunks = 0
+
+    def add(self, frame):
+        if not self.enabled:
+            return
+        values = frame[self.task.label_column].dropna().astype(str)
+        if len(values) < 2:
+            return
+        distinct = set(values.unique())
+        self.labels.update(distinct)
+        self.chunks += 1
+        self.single_label_chunks += len(distinct) == 1
+
+    def warn(self):
+        if self.single_label_chunks and len(self.labels) > 1:
+            logger.warning(
+                "%d of %d chunks of the training file hold a single value of "
+                "%s (task %r): the file looks sorted by it, and streaming "
+                "shuffles only within a chunk, so training sees one class at "
+                "a time; shuffle the file once before streaming it",
+                self.single_label_chunks, self.chunks,
+                self.task.label_column, self.task.name)
+
+
+def _file_stat(path):
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _check_path(path):
