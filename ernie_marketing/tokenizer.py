@@ -32,15 +32,16 @@ def load_tokenizer(config, work_dir, train_texts=None, word_counts=None):
     tok = config.tokenizer
     os.makedirs(work_dir, exist_ok=True)
     if tok.build_vocab:
-        if word_counts is None:
-            if not train_texts:
-                raise ConfigError("tokenizer.build_vocab=true needs training "
-                                  "texts")
-            word_counts = WordCounts(tok.do_lower_case)
-            word_counts.update(train_texts)
-        vocab_file = write_vocab(word_counts,
-                                 os.path.join(work_dir, VOCAB_NAME),
-                                 tok.vocab_min_freq, tok.vocab_max_size)
+        out_path = os.path.join(work_dir, VOCAB_NAME)
+        if word_counts is not None:
+            vocab_file = write_vocab(word_counts, out_path, tok.vocab_min_freq,
+                                     tok.vocab_max_size)
+        elif train_texts:
+            vocab_file = build_vocab(train_texts, out_path, tok.vocab_min_freq,
+                                     tok.vocab_max_size, tok.do_lower_case)
+        else:
+            raise ConfigError("tokenizer.build_vocab=true needs training "
+                              "texts")
         return ErnieTokenizer(vocab_file, do_lower_case=tok.do_lower_case)
     if tok.vocab_file is not None:
         vocab_file = standard_vocab_file(tok.vocab_file, work_dir)

@@ -95,6 +95,15 @@ def stream_config(stream_files, output_dir, train_path=None, **sections):
     return raw
 
 
+def copied_file_config(frame, stream_files, tmp_path, name="train.csv"):
+    """Write `frame` as the training file `name`; return (path, config)."""
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    config = build_config(stream_config(stream_files, tmp_path / "run",
+                                        train_path=str(path)))
+    return path, config
+
+
 def feature_config(stream_files, tmp_path, streaming):
     """Tasks of three encoder kinds plus both feature kinds."""
     tasks = [
@@ -165,10 +174,8 @@ def test_sorted_file_warns(stream_files, tmp_path, caplog, order, warned):
         frame = frame.sort_values("cat", kind="stable")
     else:
         frame = frame.sample(frac=1.0, random_state=0)
-    path = tmp_path / f"{order}.csv"
-    frame.to_csv(path, index=False)
-    config = build_config(stream_config(stream_files, tmp_path / "run",
-                                        train_path=str(path)))
+    _, config = copied_file_config(frame, stream_files, tmp_path,
+                                   f"{order}.csv")
     with caplog.at_level(logging.WARNING):
         scan_training_file(config)
     assert ("the file looks sorted by it" in caplog.text) is warned
@@ -283,6 +290,11 @@ def test_chunk_rows_type_error(stream_files, tmp_path):
 # Batches -------------------------------------------------------------------
 
 
+def single_stream(config, text_encoder):
+    """Return the TrainStream of a one-process run of `config`."""
+    return TrainStream(config, scan_training_file(config), 0, 1, text_encoder)
+
+
 def epoch_row_ids(stream, epoch, skip=0):
     return [batch.row_ids.tolist() for batch in stream.epoch_batches(epoch,
                                                                      skip)]
@@ -317,8 +329,7 @@ def test_epoch_covers_shard(stream_files, text_encoder, tmp_path, rank):
 
 def test_epochs_shuffle_and_skip(stream_files, text_encoder, tmp_path):
     config = build_config(stream_config(stream_files, tmp_path / "run"))
-    stream = TrainStream(config, scan_training_file(config), 0, 1,
-                         text_encoder)
+    stream = single_stream(config, text_encoder)
     first = epoch_row_ids(stream, 0)
     assert epoch_row_ids(stream, 0) == first
     assert epoch_row_ids(stream, 1) != first
@@ -335,19 +346,15 @@ def test_file_replaced_during_training(stream_files, text_encoder, tmp_path,
     # Once, an epoch after the file was replaced trained on the new rows
     # without a word, with fewer steps than the schedule planned.
     frame = pd.read_csv(stream_files["train"])
-    path = tmp_path / "train.csv"
-    frame.to_csv(path, index=False)
-    config = build_config(stream_config(stream_files, tmp_path / "run",
-                                        train_path=str(path)))
-    stream = TrainStream(config, scan_training_file(config), 0, 1,
-                         text_encoder)
+    path, config = copied_file_config(frame, stream_files, tmp_path)
+    stream = single_stream(config, text_encoder)
     assert len(epoch_row_ids(stream, 0)) == stream.steps_per_epoch
     stat = os.stat(path)
     if change == "shorter":
         frame = frame.head(200)
     else:
         # Two texts swap rows, and the file keeps its size and gets its
-        # old modification time back: only the texts' hash tells.
+        # old modification time back, so only the texts' hash detects the change.
         texts = frame.loc[[250, 251], "review"].tolist()
         frame.loc[[250, 251], "review"] = texts[::-1]
     frame.to_csv(path, index=False)
@@ -366,8 +373,7 @@ def test_chunks_smaller_than_batch(stream_files, text_encoder, tmp_path,
     raw = stream_config(stream_files, tmp_path / "run",
                         data={"chunk_rows": chunk_rows})
     config = build_config(raw)
-    stream = TrainStream(config, scan_training_file(config), 0, 1,
-                         text_encoder)
+    stream = single_stream(config, text_encoder)
     batches = epoch_row_ids(stream, 0)
     trained = sorted(sum(batches, []))
     assert len(batches) == stream.steps_per_epoch == 21
@@ -382,12 +388,8 @@ def test_chunk_of_empty_texts(stream_files, text_encoder, tmp_path):
     # empty after cleaning.
     frame = pd.read_csv(stream_files["train"])
     frame.loc[100:199, "review"] = ""
-    path = tmp_path / "train.csv"
-    frame.to_csv(path, index=False)
-    config = build_config(stream_config(stream_files, tmp_path / "run",
-                                        train_path=str(path)))
-    stream = TrainStream(config, scan_training_file(config), 0, 1,
-                         text_encoder)
+    _, config = copied_file_config(frame, stream_files, tmp_path)
+    stream = single_stream(config, text_encoder)
     batches = epoch_row_ids(stream, 0)
     assert len(sum(batches, [])) == TRAIN_ROWS - 100
     assert len(batches) == stream.steps_per_epoch

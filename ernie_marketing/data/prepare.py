@@ -126,10 +126,7 @@ def _read_frames(config, stats):
     for name, path in paths.items():
         if path is None:
             continue
-        if not os.path.exists(path):
-            raise DataError(f"data.{name}_path={path!r}: file not found; a "
-                            "relative path is looked up from the working "
-                            "directory, then from the config file's folder")
+        check_data_path(name, path)
         frame = _read_source(path, data, train_columns)
         train_columns = train_columns or list(frame.columns)
         if data.transactions is not None:
@@ -146,6 +143,14 @@ def _read_frames(config, stats):
     if data.valid_path is None and data.test_path is None:
         frames["all"] = frames.pop("train")
     return frames
+
+
+def check_data_path(split_name, path):
+    """Raise DataError when the data.<split_name>_path file does not exist."""
+    if not os.path.exists(path):
+        raise DataError(f"data.{split_name}_path={path!r}: file not found; a "
+                        "relative path is looked up from the working "
+                        "directory, then from the config file's folder")
 
 
 def _read_source(path, data, train_columns):

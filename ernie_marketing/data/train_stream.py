@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import DataError
 from ..tokenizer import WordCounts
 from .batching import TrainBatch, bucketed_batches
-from .prepare import clean_rows
+from .prepare import check_data_path, clean_rows
 from .streamed_fit import FeatureStatistics, LabelStatistics
 from .streaming import iter_table_chunks
 from .text import text_source_columns
@@ -60,7 +60,7 @@ class TrainingScan:
 def read_header(config):
     """Return the training file's column names, reading its first row only."""
     data = config.data
-    _check_path(data.train_path)
+    check_data_path("train", data.train_path)
     chunks = iter_table_chunks(data.train_path, data.format, data.sep,
                                data.encoding, chunk_rows=1)
     first = next(chunks)
@@ -76,7 +76,7 @@ def scan_training_file(config, world_size=1):
     and bad feature values.
     """
     data = config.data
-    _check_path(data.train_path)
+    check_data_path("train", data.train_path)
     file_stat = _file_stat(data.train_path)
     labels = {task.name: LabelStatistics(task) for task in config.tasks}
     features = (FeatureStatistics(config.features)
@@ -333,7 +333,7 @@ class _SortedFileCheck:
     """Counts the chunks whose first-task labels are all one value.
 
     Streaming shuffles only within a chunk, so a file sorted by label trains
-    on one class at a time; the count tells the user to shuffle it first.
+    on one class at a time. A warning then asks the user to shuffle it.
     """
 
     def __init__(self, task):
@@ -368,13 +368,6 @@ class _SortedFileCheck:
 def _file_stat(path):
     stat = os.stat(path)
     return stat.st_size, stat.st_mtime_ns
-
-
-def _check_path(path):
-    if not os.path.exists(path):
-        raise DataError(f"data.train_path={path!r}: file not found; a "
-                        "relative path is looked up from the working "
-                        "directory, then from the config file's folder")
 
 
 def _check_columns(config, header):
